@@ -10,6 +10,7 @@ Accepted files:
 from __future__ import annotations
 
 import logging
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -37,8 +38,10 @@ def _read_file(path: Path) -> dict[str, Tensor]:
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             is_torchscript = any(name.endswith("constants.pkl") for name in archive.namelist())
-        if is_torchscript:
-            return torch.jit.load(str(path), map_location="cpu").state_dict()
+        if is_torchscript:  # OpenAI's archives; torch.jit is deprecated but reads them
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                return torch.jit.load(str(path), map_location="cpu").state_dict()
     obj = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(obj, dict):
         for key in ("state_dict", "model", "model_state_dict"):

@@ -44,6 +44,37 @@ class TokenBatchNorm(nn.BatchNorm1d):
         return super().forward(x.reshape(-1, x.shape[-1])).view(x.shape)
 
 
+class TokenSyncBatchNorm(nn.SyncBatchNorm):
+    """SyncBatchNorm with TokenBatchNorm's tokens-last input layout."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.reshape(-1, x.shape[-1])).view(x.shape)
+
+
+def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm in ``module`` by a SyncBatchNorm with the same state.
+
+    torch's converter would turn a TokenBatchNorm into a plain SyncBatchNorm that reads
+    (B, T, N, C) input as channels-first; tokens-last norms get TokenSyncBatchNorm instead.
+    """
+    for name, child in module.named_children():
+        if isinstance(child, TokenBatchNorm):
+            sync = TokenSyncBatchNorm(
+                child.num_features,
+                child.eps,
+                child.momentum,
+                child.affine,
+                child.track_running_stats,
+            )
+            sync.load_state_dict(child.state_dict())
+            setattr(module, name, sync.to(child.weight.device))
+        elif isinstance(child, nn.modules.batchnorm._BatchNorm):
+            setattr(module, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+        else:
+            convert_sync_batchnorm(child)
+    return module
+
+
 def _shifted_along_time(x: Tensor, kernel_size: int, value: float = 0.0) -> list[Tensor]:
     """The k views x[t - k//2 + j], j = 0..k-1, of (B, T, N, C), padded with ``value``."""
     t, pad = x.shape[1], kernel_size // 2
@@ -418,6 +449,10 @@ class SideNetwork(nn.Module):
             for i in range(num_layers)
         )
         self.head = ClassifierHead(dim, num_classes, head_dropout)
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameters of this module that AdamW must not decay."""
+        return {"pos_embed"}
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each TDS block in backward instead of keeping its activations."""

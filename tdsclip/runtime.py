@@ -1,0 +1,182 @@
+"""Run-time plumbing shared by the entry points: config location, devices, precision,
+logging, resolvers, RNG state and preemption signals."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from tdsclip import distributed
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
+
+AMP_DTYPES: dict[str, torch.dtype | None] = {
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    "fp32": None,
+}
+
+
+def check_config_dir() -> None:
+    if not Path(CONFIG_DIR, "train.yaml").is_file():
+        raise FileNotFoundError(
+            f"tdsclip's Hydra configs were not found at {CONFIG_DIR}; install the repository "
+            "in editable mode (`pip install -e .` from the checkout)."
+        )
+
+
+def register_resolvers() -> None:
+    """``${run_stamp:}``: one timestamp for every rank of a run (rank 0 chooses it)."""
+    stamp = distributed.shared_run_stamp()
+    OmegaConf.register_new_resolver("run_stamp", lambda: stamp, replace=True)
+
+
+def hydra_rank_overrides(rank: int) -> list[str]:
+    """Command-line additions for ranks > 0: only rank 0 writes Hydra's files and log."""
+    if rank == 0:
+        return []
+    return ["hydra.output_subdir=null", "hydra/job_logging=stdout"]
+
+
+def resolve_device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("trainer.device=cuda but no CUDA device is visible")
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    if name != "cpu":
+        raise ValueError(f"trainer.device must be auto, cpu or cuda, got {name!r}")
+    return torch.device("cpu")
+
+
+def amp_dtype(precision: str) -> torch.dtype | None:
+    if precision not in AMP_DTYPES:
+        raise ValueError(f"trainer.precision must be one of {list(AMP_DTYPES)}, got {precision!r}")
+    return AMP_DTYPES[precision]
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """The one mixed-precision context of every forward pass (no-op for fp32)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def setup_worker_logging(rank: int, log_file: Path | None) -> None:
+    """Logging for processes Hydra did not configure (self-launched workers)."""
+    root = logging.getLogger()
+    root.handlers.clear()
+    fmt = logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(fmt)
+    root.addHandler(console)
+    if rank == 0 and log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(log_file)
+        file_handler.setFormatter(fmt)
+        root.addHandler(file_handler)
+    root.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+
+
+def quiet_non_main(rank: int) -> None:
+    if rank != 0:
+        logging.getLogger().setLevel(logging.WARNING)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """CUDA max allocated on GPU; peak resident set size of the process on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def set_deterministic(enabled: bool) -> None:
+    if not enabled:
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+
+
+class PreemptionSignal:
+    """Records SIGTERM / SIGUSR1 / SIGUSR2 (cluster preemption, time limits) so that the loop
+    can save a checkpoint at the next step boundary and exit cleanly.
+
+    A handler that was installed before (submitit's requeue handler, say) is called by
+    :meth:`forward` once the checkpoint is safe, so requeueing still happens.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.received is None:
+            name = signal.Signals(signum).name
+            log.warning("received %s: saving a checkpoint at the next step, then exiting", name)
+        self.received = signum
+
+    def forward(self) -> None:
+        """Call the previously installed Python handler of the received signal, if any."""
+        previous = self._previous.get(self.received) if self.received is not None else None
+        if callable(previous):
+            previous(self.received, None)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[PreemptionSignal]:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        try:
+            yield self
+        finally:
+            for sig, handler in self._previous.items():
+                signal.signal(sig, handler)

@@ -1,0 +1,33 @@
+"""Parameter table of a configured model: `python -m tdsclip.summary [experiment=NAME]`.
+
+Builds the model without pretrained weights (nothing is read from disk) and prints trainable
+and frozen parameter counts per module.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig, open_dict
+
+from tdsclip import runtime
+from tdsclip.models import build_model, format_parameter_table
+
+
+@hydra.main(version_base="1.3", config_path=runtime.CONFIG_DIR, config_name="summary")
+def _hydra_main(cfg: DictConfig) -> None:
+    with open_dict(cfg):
+        cfg.model.backbone.pretrained = None  # counts only: no weights needed
+    model = build_model(cfg.model)
+    sys.stdout.write(f"{cfg.task_name}\n{format_parameter_table(model)}\n")
+
+
+def main() -> None:
+    runtime.check_config_dir()
+    runtime.register_resolvers()
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -383,14 +383,15 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 preempt.forward()  # e.g. lets submitit requeue the job
                 return {"status": "preempted", "step": state.step}
 
-            skipped = bad_samples.epoch_summary()
+            bad = bad_samples.epoch_summary()
             bad_samples.reset_epoch()
-            epoch_metrics: dict[str, float] = {"train/bad_samples": float(sum(skipped.values()))}
-            if skipped:
+            epoch_metrics: dict[str, float] = {"train/bad_samples": float(bad["replaced"])}
+            if bad["replaced"]:
                 log.warning(
-                    "epoch %d: %d unreadable training samples replaced",
+                    "epoch %d: %d unreadable training samples (%d videos) were replaced",
                     epoch + 1,
-                    sum(skipped.values()),
+                    bad["replaced"],
+                    bad["bad_videos"],
                 )
             state.epoch += 1
             state.epoch_samples = 0

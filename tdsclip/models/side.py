@@ -21,9 +21,11 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from timm.layers import DropPath, Mlp
+from timm.layers import DropPath
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
+
+from tdsclip.models.ops import frozen_norm_linear, gelu_linear, layer_norm_in_dtype, sigmoid_gate
 
 TDKind = Literal["maxpool", "conv", "direct"]
 TD_KINDS: tuple[str, ...] = ("maxpool", "conv", "direct")
@@ -173,7 +175,7 @@ class TDAdapter(nn.Module):
         diff = self.diff(b)  # (B, T, N, c)
         u = 0.5 * diff + 0.5 * diff.mean(dim=-1, keepdim=True)  # (B, T, N, c)
         y = self.expand_norm(self.expand(u))  # (B, T, N, d)
-        return z + z * (torch.sigmoid(y) - 0.5)
+        return sigmoid_gate(z, y)  # z + z * (sigmoid(y) - 0.5)
 
 
 class TemporalConv(nn.Module):
@@ -187,6 +189,18 @@ class TemporalConv(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.pw2(self.dw(self.pw1(x)))
+
+
+class Mlp(nn.Module):
+    """Linear -> GELU -> Linear, (..., d) -> (..., d); the GELU output is recomputed in backward."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return gelu_linear(self.fc1(x), self.fc2.weight, self.fc2.bias)
 
 
 class PatchQueryAttention(nn.Module):
@@ -256,7 +270,7 @@ class TDSBlock(nn.Module):
         self.attn_norm = nn.LayerNorm(dim)
         self.attn = PatchQueryAttention(dim, num_heads)
         self.mlp_norm = TokenBatchNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self._init_weights(dim)
 
@@ -280,7 +294,9 @@ class TDSBlock(nn.Module):
         x = clip.view(bt, n, d)
 
         s = torch.cat([shift_class_token(cls, num_frames), x + pos], dim=1)  # (BT, 1+N, d)
-        x = x + self._drop_clip(self.attn(self.attn_norm(s)), num_frames)
+        norm = self.attn_norm
+        s = layer_norm_in_dtype(s, norm.weight, norm.bias, norm.eps)  # (BT, 1+N, d)
+        x = x + self._drop_clip(self.attn(s), num_frames)
         x = x + self._drop_clip(self.mlp(self.mlp_norm(x)), num_frames)
         return x
 
@@ -356,7 +372,8 @@ class FrozenFeatureProjection(nn.Module):
         nn.init.normal_(self.linear.weight, std=(2 * out_dim) ** -0.5)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.linear(self.norm(x))
+        norm, linear = self.norm, self.linear
+        return frozen_norm_linear(x, norm.weight, norm.bias, linear.weight, linear.bias, norm.eps)
 
 
 class ClassifierHead(nn.Module):

@@ -1,0 +1,105 @@
+"""The memory-lean autograd functions equal their plain compositions, and keep less."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tdsclip.models.ops import frozen_norm_linear, gelu_linear, layer_norm_in_dtype, sigmoid_gate
+
+
+def _saved_bytes(fn) -> int:
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    out.float().sum().backward()
+    return sum(seen.values())
+
+
+def _params(*shapes):
+    gen = torch.Generator().manual_seed(0)
+    return [torch.randn(*s, generator=gen).requires_grad_(True) for s in shapes]
+
+
+@pytest.mark.parametrize("amp", [False, True])
+def test_frozen_norm_linear(amp):
+    x = torch.randn(6, 11, 48) * 3 + 1  # frozen tokens: no grad
+    nw, nb, w, b = _params((48,), (48,), (16, 48), (16,))
+
+    def ours():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            return frozen_norm_linear(x, nw, nb, w, b, 1e-5)
+
+    def plain():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            return F.linear(F.layer_norm(x, (48,), nw, nb, 1e-5), w, b)
+
+    out, ref = ours(), plain()
+    assert out.dtype == ref.dtype
+    tol = dict(atol=2e-2, rtol=2e-2) if amp else dict(atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out, ref, **tol)
+    grads = torch.autograd.grad(out.float().square().sum(), [nw, nb, w, b])
+    ref_grads = torch.autograd.grad(ref.float().square().sum(), [nw, nb, w, b])
+    for g, r in zip(grads, ref_grads, strict=True):
+        assert g.dtype == torch.float32
+        gtol = dict(atol=0.05 * r.abs().max().item(), rtol=0.05) if amp else tol
+        torch.testing.assert_close(g, r, **gtol)
+    if amp:
+        assert _saved_bytes(ours) * 2 < _saved_bytes(plain)
+    with pytest.raises(ValueError, match="frozen"):
+        frozen_norm_linear(x.requires_grad_(True), nw, nb, w, b, 1e-5)
+
+
+@pytest.mark.parametrize("amp", [False, True])
+def test_gelu_linear(amp):
+    (a0,) = _params((5, 7, 64))
+    w, b = _params((16, 64), (16,))
+
+    def run(fn):
+        a = a0.detach().clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            out = fn(a * 1.5)
+        grads = torch.autograd.grad(out.float().square().sum(), [a, w, b])
+        return out, grads
+
+    out, grads = run(lambda h: gelu_linear(h, w, b))
+    ref, ref_grads = run(lambda h: F.linear(F.gelu(h), w, b))
+    tol = dict(atol=5e-2, rtol=5e-2) if amp else dict(atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.float(), ref.float(), **tol)
+    for g, r in zip(grads, ref_grads, strict=True):
+        gtol = dict(atol=0.05 * r.abs().max().item(), rtol=0.05) if amp else tol
+        torch.testing.assert_close(g, r, **gtol)
+    h = torch.randn(5, 7, 64)
+    assert _saved_bytes(lambda: gelu_linear(h.requires_grad_(True), w, b)) < _saved_bytes(
+        lambda: F.linear(F.gelu(h.requires_grad_(True)), w, b)
+    )
+
+
+def test_sigmoid_gate():
+    z, y = _params((4, 9), (4, 9))
+    out = sigmoid_gate(z, y)
+    ref = z + z * (torch.sigmoid(y) - 0.5)
+    torch.testing.assert_close(out, ref)
+    g = torch.autograd.grad(out.square().sum(), [z, y])
+    r = torch.autograd.grad(ref.square().sum(), [z, y])
+    for a, b in zip(g, r, strict=True):
+        torch.testing.assert_close(a, b)
+    assert torch.autograd.gradcheck(sigmoid_gate, (z.double(), y.double()))
+
+
+def test_layer_norm_in_dtype_keeps_bf16_under_autocast():
+    x = torch.randn(3, 5, 32, dtype=torch.bfloat16, requires_grad=True)
+    w, b = _params((32,), (32,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer_norm_in_dtype(x, w, b, 1e-5)  # CUDA autocast would upcast a plain one
+    ref = F.layer_norm(x.float(), (32,), w, b, 1e-5)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref, atol=2e-2, rtol=2e-2)
+    out.float().sum().backward()
+    assert w.grad is not None and x.grad is not None

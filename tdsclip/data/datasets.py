@@ -1,0 +1,250 @@
+"""Video clip datasets for training and evaluation.
+
+Legend: S repeated augmentations (`num_sample`), T segments, M local frames, C test clips,
+K crops, V = C*K views, H = W = input size. Items are uint8; `normalize_video` runs on device.
+
+Training items are reproducible: everything random about item `index` in `epoch` comes from a
+generator seeded with (seed, epoch, index, attempt), so the clip does not depend on which worker
+or process loads it. A video that cannot be read is replaced by another one chosen from that
+generator and reported in the item's `skipped` list. Evaluation items are never replaced: they
+come back with `valid=False` and the error text, so the metric can exclude them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from tdsclip.data.annotations import VideoRecord
+from tdsclip.data.decoding import (
+    FrameSampler,
+    VideoReadError,
+    check_backend,
+    read_frame_folder,
+    read_video_frames,
+)
+from tdsclip.data.sampling import clip_centres, local_windows, train_centres
+from tdsclip.data.transforms import VideoEvalTransform, VideoTrainTransform
+
+ItemKey = int | tuple[int, int]
+
+
+class DataLoadError(RuntimeError):
+    """Too many consecutive training samples could not be loaded (likely a wrong root)."""
+
+
+class ClipReader:
+    """Reads the frames of a record at the indices a sampler picks: (*indices, H, W, 3) uint8."""
+
+    def __init__(self, *, backend: str, image_tmpl: str) -> None:
+        self.backend = check_backend(backend)
+        self.image_tmpl = image_tmpl
+
+    def __call__(self, record: VideoRecord, sampler: FrameSampler) -> np.ndarray:
+        if record.kind == "frames":
+            return read_frame_folder(
+                record.path, sampler, image_tmpl=self.image_tmpl, num_frames=record.num_frames
+            )
+        return read_video_frames(record.path, sampler, backend=self.backend)
+
+
+def _to_frames_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 (..., H, W, 3) numpy -> (N, 3, H, W) tensor, N = product of the leading dims."""
+    flat = frames.reshape(-1, *frames.shape[-3:])  # (N, H, W, 3)
+    return torch.from_numpy(np.ascontiguousarray(flat)).permute(0, 3, 1, 2)  # (N, 3, H, W)
+
+
+def split_key(key: ItemKey) -> tuple[int, int]:
+    """A plain index (epoch 0) or the (index, epoch) pair the train sampler yields."""
+    if isinstance(key, tuple):
+        index, epoch = key
+        return int(index), int(epoch)
+    return int(key), 0
+
+
+class VideoTrainDataset(Dataset):
+    """Training clips: TSN sampling, `num_sample` augmented copies per loaded video.
+
+    Item: {"video": uint8 (S, T, M, 3, H, W), "label": int64 (S,), "index": int (the video
+    actually returned), "skipped": [(path, reason), ...] for every replaced bad sample}.
+    """
+
+    def __init__(
+        self,
+        records: list[VideoRecord],
+        classes: list[str],
+        *,
+        reader: ClipReader,
+        transform: VideoTrainTransform,
+        num_frames: int,
+        num_local_frames: int,
+        num_sample: int,
+        seed: int = 0,
+        max_consecutive_failures: int = 10,
+    ) -> None:
+        if not records:
+            raise ValueError("the dataset has no videos")
+        if num_sample < 1:
+            raise ValueError(f"num_sample must be >= 1, got {num_sample}")
+        self.records = records
+        self.classes = classes
+        self.reader = reader
+        self.transform = transform
+        self.num_frames = num_frames
+        self.num_local_frames = num_local_frames
+        self.num_sample = num_sample
+        self.seed = seed
+        self.max_consecutive_failures = max_consecutive_failures
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def paths(self) -> list[str]:
+        """Video file / frame folder of every index."""
+        return [r.path for r in self.records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def set_seed(self, seed: int) -> None:
+        """The run's seed; build_loader sets it before workers copy the dataset."""
+        self.seed = seed
+
+    def _sampler(self, sampling_seed: int) -> FrameSampler:
+        # A fresh generator per call: the reader may ask twice (true frame count differs).
+        def sample(n: int) -> np.ndarray:
+            rng = np.random.default_rng(sampling_seed)
+            centres = train_centres(n, self.num_frames, rng)  # (T,)
+            return local_windows(centres, self.num_local_frames, n)  # (T, M)
+
+        return sample
+
+    def __getitem__(self, key: ItemKey) -> dict[str, Any]:
+        index, epoch = split_key(key)
+        skipped: list[tuple[str, str]] = []
+        current = index
+        for attempt in range(self.max_consecutive_failures + 1):
+            rng = np.random.default_rng([self.seed, epoch, index, attempt])
+            record = self.records[current]
+            try:
+                frames = self.reader(record, self._sampler(int(rng.integers(2**63))))
+            except VideoReadError as e:
+                skipped.append((record.path, f"{e.kind}: {e.reason}"))
+                current = int(rng.integers(len(self.records)))
+                continue
+            base = self.transform.resize(_to_frames_tensor(frames))  # (T*M, 3, H', W')
+            clips, labels = [], []
+            for _ in range(self.num_sample):
+                clip, label = self.transform(base, record.label, rng)  # (T*M, 3, H, W)
+                clips.append(clip.reshape(self.num_frames, self.num_local_frames, *clip.shape[1:]))
+                labels.append(label)
+            return {
+                "video": torch.stack(clips),  # (S, T, M, 3, H, W)
+                "label": torch.tensor(labels, dtype=torch.int64),  # (S,)
+                "index": current,
+                "skipped": skipped,
+            }
+        recent = "; ".join(f"{path} ({reason})" for path, reason in skipped[-3:])
+        raise DataLoadError(
+            f"{len(skipped)} consecutive samples could not be loaded, starting at index {index} "
+            f"(most recent: {recent}). Check the data `root` and the annotation file, or run "
+            "`python -m tdsclip.data.verify` on them."
+        )
+
+
+class EvalViews:
+    """The deterministic views of a video: C clips (segment points (k+1)/(C+1)) x K crops."""
+
+    def __init__(
+        self,
+        *,
+        transform: VideoEvalTransform,
+        num_frames: int,
+        num_local_frames: int,
+        num_clips: int,
+    ) -> None:
+        self.transform = transform
+        self.num_frames = num_frames
+        self.num_local_frames = num_local_frames
+        self.num_clips = num_clips
+
+    @property
+    def num_views(self) -> int:
+        return self.num_clips * self.transform.num_crops
+
+    def sample(self, n: int) -> np.ndarray:
+        """Frame indices of all clips of an n-frame video: int64 (C, T, M)."""
+        centres = clip_centres(n, self.num_frames, self.num_clips)  # (C, T)
+        return local_windows(centres, self.num_local_frames, n)
+
+    def __call__(self, frames: np.ndarray) -> torch.Tensor:
+        """Decoded uint8 (C, T, M, H, W, 3) -> views uint8 (V, T, M, 3, H, W), clip-major."""
+        crops = self.transform(_to_frames_tensor(frames))  # (K, C*T*M, 3, H, W)
+        k, _, _, s, _ = crops.shape
+        t, m = self.num_frames, self.num_local_frames
+        crops = crops.reshape(k, self.num_clips, t, m, 3, s, s)  # (K, C, T, M, 3, H, W)
+        return crops.transpose(0, 1).reshape(-1, t, m, 3, s, s)  # (C*K, T, M, 3, H, W)
+
+    def empty(self) -> torch.Tensor:
+        """All-zero views, the placeholder of an unreadable video: uint8 (V, T, M, 3, H, W)."""
+        size = self.transform.input_size
+        shape = (self.num_views, self.num_frames, self.num_local_frames, 3, size, size)
+        return torch.zeros(shape, dtype=torch.uint8)
+
+
+class VideoEvalDataset(Dataset):
+    """Evaluation views of every video; never replaces a bad video.
+
+    Item: {"video": uint8 (V, T, M, 3, H, W), V = C*K clip-major (v = clip*K + crop),
+    "label": int, "index": int, "valid": bool, "error": str ("" when valid)}. An unreadable
+    video gives zeros with valid=False, so the metric can exclude and count it.
+    """
+
+    def __init__(
+        self,
+        records: list[VideoRecord],
+        classes: list[str],
+        *,
+        reader: ClipReader,
+        views: EvalViews,
+    ) -> None:
+        if not records:
+            raise ValueError("the dataset has no videos")
+        self.records = records
+        self.classes = classes
+        self.reader = reader
+        self.views = views
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def paths(self) -> list[str]:
+        """Video file / frame folder of every index."""
+        return [r.path for r in self.records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, key: ItemKey) -> dict[str, Any]:
+        index, _ = split_key(key)
+        record = self.records[index]
+        try:
+            video = self.views(self.reader(record, self.views.sample))
+            valid, error = True, ""
+        except VideoReadError as e:
+            video = self.views.empty()
+            valid, error = False, f"{record.path}: {e.kind}: {e.reason}"
+        return {
+            "video": video,
+            "label": record.label,
+            "index": index,
+            "valid": valid,
+            "error": error,
+        }

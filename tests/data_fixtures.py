@@ -1,0 +1,182 @@
+"""Small real dataset files for the data tests, written into a test's tmp_path.
+
+Import explicitly (`from data_fixtures import ...`; pytest puts tests/ on sys.path), no conftest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tdsclip.data.synthetic import write_video
+
+NUM_ID_BITS = 8  # frames carry their index as 8 black/white blocks in the top row
+
+
+def indexed_frames(
+    num_frames: int, *, height: int = 64, width: int = 96, seed: int = 0
+) -> np.ndarray:
+    """uint8 (N, H, W, 3): a moving texture with frame i's index written as blocks of bits.
+
+    Blocks are 16 x 8 pixels (height 16) so the index survives lossy coding; see `frame_id`.
+    """
+    rng = np.random.default_rng(seed)
+    texture = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    frames = np.empty((num_frames, height, width, 3), dtype=np.uint8)
+    for i in range(num_frames):
+        frame = np.roll(texture, 3 * i, axis=1)
+        for b in range(NUM_ID_BITS):
+            frame[:16, b * 8 : (b + 1) * 8] = 255 if (i >> b) & 1 else 0
+        frames[i] = frame
+    return frames
+
+
+def frame_id(frame: np.ndarray) -> int:
+    """Read back the index written by `indexed_frames` from an (H, W, 3) frame."""
+    bits = [frame[3:13, b * 8 + 2 : b * 8 + 6].mean() > 128 for b in range(NUM_ID_BITS)]
+    return sum(1 << b for b, on in enumerate(bits) if on)
+
+
+def write_indexed_video(
+    path: Path, num_frames: int, *, codec: str, keyframe_interval: int | None = None, **kwargs: int
+) -> np.ndarray:
+    """Write `indexed_frames(num_frames, **kwargs)` as a video; returns the source frames."""
+    frames = indexed_frames(num_frames, **kwargs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_video(path, frames, codec=codec, keyframe_interval=keyframe_interval)
+    return frames
+
+
+def write_frame_folder(folder: Path, num_frames: int, *, skip: tuple[int, ...] = ()) -> None:
+    """JPEG frames 00001.jpg ... (1-based), leaving out the 1-based numbers in `skip`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, frame in enumerate(indexed_frames(num_frames, height=48, width=64)):
+        if i + 1 not in skip:
+            Image.fromarray(frame).save(folder / f"{i + 1:05d}.jpg", quality=95)
+
+
+def write_corrupt_files(root: Path) -> dict[str, Path]:
+    """A garbage-bytes mp4 and a truncated mp4 (header only)."""
+    root.mkdir(parents=True, exist_ok=True)
+    garbage = root / "garbage.mp4"
+    garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    good = root / "full.mp4"
+    write_indexed_video(good, 12, codec="h264")
+    truncated = root / "truncated.mp4"
+    truncated.write_bytes(good.read_bytes()[:400])
+    os.remove(good)
+    return {"garbage": garbage, "truncated": truncated}
+
+
+SSV2_CLASSES = [
+    "Pushing something from left to right",
+    "Pushing something from right to left",
+    "Putting something on something",
+    "Turning the camera left while filming something",
+    "Turning the camera right while filming something",
+]
+
+
+def write_ssv2(root: Path) -> dict[str, Path]:
+    """SSv2 layout: videos/<id>.webm (VP9), train/validation/test JSON, labels JSON."""
+    videos = root / "videos"
+    templates = [
+        "Pushing [something] from left to right",
+        "Pushing [something] from right to left",
+        "Putting [something] on [something]",
+        "Turning the camera left while filming [something]",
+    ]
+    for i in range(4):
+        write_indexed_video(videos / f"{100 + i}.webm", 14 + 2 * i, codec="vp9", seed=i)
+    train = [
+        {"id": str(100 + i), "label": "x", "template": templates[i], "placeholders": ["x"]}
+        for i in range(4)
+    ]
+    files = {
+        "root": videos,
+        "labels": root / "something-something-v2-labels.json",
+        "train": root / "something-something-v2-train.json",
+        "val": root / "something-something-v2-validation.json",
+        "test": root / "something-something-v2-test.json",
+    }
+    files["labels"].write_text(
+        json.dumps({n: str(i) for i, n in enumerate(SSV2_CLASSES)}, indent=1)
+    )
+    files["train"].write_text(json.dumps(train, indent=1))
+    files["val"].write_text(json.dumps(train[:2], indent=1))
+    files["test"].write_text(json.dumps([{"id": "102"}, {"id": "103"}], indent=1))
+    return files
+
+
+def write_ssv1(root: Path) -> dict[str, Path]:
+    """SSv1 layout: frames/<id>/00001.jpg, `<id>;<class>` CSVs, one-name-per-line labels CSV."""
+    classes = ["Turning the camera right while filming something", *SSV2_CLASSES[:3]]
+    for i, n in enumerate((10, 3, 7)):
+        write_frame_folder(root / "frames" / str(1 + i), n)
+    files = {
+        "root": root / "frames",
+        "labels": root / "something-something-v1-labels.csv",
+        "train": root / "something-something-v1-train.csv",
+        "val": root / "something-something-v1-validation.csv",
+    }
+    files["labels"].write_text("\n".join(classes) + "\n")
+    files["train"].write_text(f"1;{classes[1]}\n2;{classes[2]}\n3;{classes[0]}\n")
+    files["val"].write_text(f"2;{classes[3]}\n")
+    return files
+
+
+def write_k400(root: Path) -> dict[str, Path]:
+    """K400 layout: CSVs + clips in nested folders, one portrait clip, one missing clip."""
+    videos = root / "videos"
+    write_indexed_video(videos / "train" / "abseiling" / "aaa_000010_000020.mp4", 12, codec="h264")
+    write_indexed_video(
+        videos / "train" / "zumba" / "bbb_000000_000010.mp4", 10, codec="h264", height=96, width=64
+    )
+    write_indexed_video(videos / "val" / "ccc_000005_000015.mp4", 9, codec="h264")
+    header = "label,youtube_id,time_start,time_end,split\n"
+    files = {"root": videos, "train": root / "train.csv", "val": root / "validate.csv"}
+    files["train"].write_text(
+        header + "zumba,bbb,0,10,train\nabseiling,aaa,10,20,train\n"
+        '"air drumming",missing1,3,13,train\n'
+    )
+    files["val"].write_text(header + "zumba,ccc,5,15,val\n")
+    return files
+
+
+def data_config(**overrides: object) -> dict[str, object]:
+    """A complete data config dict (the keys of configs/data/*.yaml) for tiny test data."""
+    cfg: dict[str, object] = {
+        "format": "videos",
+        "root": "/nonexistent",
+        "train_ann": "/nonexistent/train.txt",
+        "val_ann": "/nonexistent/val.txt",
+        "test_ann": None,
+        "labels": None,
+        "num_classes": 2,
+        "num_frames": 4,
+        "num_local_frames": 3,
+        "input_size": 32,
+        "resize": [40, 48],
+        "crop_scale": [0.08, 1.0],
+        "crop_ratio": [0.75, 1.3333333],
+        "flip": "plain",
+        "rand_augment": None,
+        "grayscale_p": 0.0,
+        "num_sample": 2,
+        "test_clips": 2,
+        "test_crops": 3,
+        "backend": "auto",
+        "image_tmpl": "{:05d}.jpg",
+        "batch_size": 2,
+        "workers": 0,
+        "pin_memory": False,
+        "persistent_workers": False,
+        "prefetch_factor": 2,
+        "synthetic": None,
+    }
+    cfg.update(overrides)
+    return cfg

@@ -290,3 +290,15 @@ def test_temporal_max_pool_matches_maxpool3d(kernel):
     ref = torch.nn.MaxPool3d((kernel, 1, 1), stride=1, padding=(kernel // 2, 0, 0))
     expected = ref(x.permute(0, 3, 1, 2).unsqueeze(-1)).squeeze(-1).permute(0, 2, 3, 1)
     torch.testing.assert_close(temporal_max_pool(x, kernel), expected)
+
+
+def test_random_tower_is_reproducible_from_the_config():
+    torch.manual_seed(123)
+    a = create_backbone(name=None, **TINY_BACKBONE)
+    torch.manual_seed(456)
+    b = create_backbone(name=None, **TINY_BACKBONE)
+    for (key, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        torch.testing.assert_close(x, y, atol=0, rtol=0, msg=key)
+    state = torch.get_rng_state()
+    create_backbone(name=None, **TINY_BACKBONE)
+    assert torch.equal(state, torch.get_rng_state())  # the caller's RNG is left alone

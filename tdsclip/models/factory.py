@@ -6,12 +6,16 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
+
 from tdsclip.models.backbone import FrozenCLIPViT, open_clip_vision_dims
 from tdsclip.models.pretrained import load_backbone_weights
 from tdsclip.models.side import TD_KINDS, SideNetwork, TDKind
 from tdsclip.models.tdsclip import TDSCLIP
 
 log = logging.getLogger(__name__)
+
+RANDOM_TOWER_SEED = 0
 
 
 def create_backbone(
@@ -29,7 +33,7 @@ def create_backbone(
     """A frozen CLIP tower from an open_clip model name, explicit dims overriding it.
 
     With ``name=None`` every dim must be given (tiny test backbones). ``pretrained`` is a
-    local weights file; ``None`` leaves the tower randomly initialised.
+    local weights file; ``None`` gives a random tower, the same one every time (seed 0).
     """
     dims: dict[str, Any] = open_clip_vision_dims(name) if name else {"mlp_ratio": 4.0}
     overrides = {
@@ -43,11 +47,15 @@ def create_backbone(
     dims.update({k: v for k, v in overrides.items() if v is not None})
     if missing := [k for k in overrides if dims.get(k) is None]:
         raise ValueError(f"backbone needs a model name or explicit {missing}")
-    backbone = FrozenCLIPViT(quick_gelu=quick_gelu, **dims)
+    # A tower without pretrained weights is always the same one: training checkpoints never
+    # store the frozen tower, so rebuilding it from the config must give the same weights.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_TOWER_SEED)
+        backbone = FrozenCLIPViT(quick_gelu=quick_gelu, **dims)
     if pretrained:
         load_backbone_weights(backbone, pretrained)
     else:
-        log.info("backbone %s: no pretrained weights given, random initialisation", name)
+        log.info("backbone %s: no pretrained weights given, random (seed 0) tower", name)
     return backbone
 
 

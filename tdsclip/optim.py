@@ -42,8 +42,9 @@ def build_optimizer(
 ) -> torch.optim.AdamW:
     """AdamW over ``module``'s trainable parameters only (the frozen tower never enters)."""
     groups = param_groups(module, weight_decay)
-    fused = all(p.is_cuda for g in groups for p in g["params"]) or None
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused)
+    # The fused kernel (one op per step, CPU and CUDA) when every parameter can use it.
+    fused = all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused or None)
 
 
 def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, min_ratio: float) -> float:

@@ -184,7 +184,7 @@ def test_bad_switch_values():
     model = tiny_model()
     with pytest.raises(ValueError, match="local frames"):
         model(tiny_video(local=3))
-    with pytest.raises(ValueError, match="patch tokens"):
+    with pytest.raises(ValueError, match="grid"):
         model(tiny_video(size=48))
 
 

@@ -27,33 +27,59 @@ def _params(*shapes):
     return [torch.randn(*s, generator=gen).requires_grad_(True) for s in shapes]
 
 
-@pytest.mark.parametrize("amp", [False, True])
-def test_frozen_norm_linear(amp):
+def test_frozen_norm_linear_fp32_is_exact():
     x = torch.randn(6, 11, 48) * 3 + 1  # frozen tokens: no grad
     nw, nb, w, b = _params((48,), (48,), (16, 48), (16,))
+    out = frozen_norm_linear(x, nw, nb, w, b, 1e-5)
+    ref = F.linear(F.layer_norm(x, (48,), nw, nb, 1e-5), w, b)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    grads = torch.autograd.grad(out.square().sum(), [nw, nb, w, b])
+    ref_grads = torch.autograd.grad(ref.square().sum(), [nw, nb, w, b])
+    for g, r in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(g, r, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="frozen"):
+        frozen_norm_linear(x.requires_grad_(True), nw, nb, w, b, 1e-5)
+
+
+def test_frozen_norm_linear_bf16_as_accurate_as_autocast():
+    """Under bf16 autocast, its error against fp32 matches plain autocast's, while it keeps
+    about half the bytes (a third on CUDA, where autocast runs LayerNorm in fp32)."""
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.randn(4, 197, 256, generator=gen) * 3 + 1).bfloat16()  # a bf16 backbone output
+    nw = (torch.randn(256, generator=gen) * 0.5 + 1).requires_grad_(True)
+    nb = (torch.randn(256, generator=gen) * 0.1).requires_grad_(True)
+    w = (torch.randn(64, 256, generator=gen) * 0.05).requires_grad_(True)
+    b = (torch.randn(64, generator=gen) * 0.1).requires_grad_(True)
+    params = [nw, nb, w, b]
 
     def ours():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
             return frozen_norm_linear(x, nw, nb, w, b, 1e-5)
 
     def plain():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-            return F.linear(F.layer_norm(x, (48,), nw, nb, 1e-5), w, b)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return F.linear(F.layer_norm(x, (256,), nw, nb, 1e-5), w, b)
 
-    out, ref = ours(), plain()
-    assert out.dtype == ref.dtype
-    tol = dict(atol=2e-2, rtol=2e-2) if amp else dict(atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(out, ref, **tol)
-    grads = torch.autograd.grad(out.float().square().sum(), [nw, nb, w, b])
-    ref_grads = torch.autograd.grad(ref.float().square().sum(), [nw, nb, w, b])
-    for g, r in zip(grads, ref_grads, strict=True):
-        assert g.dtype == torch.float32
-        gtol = dict(atol=0.05 * r.abs().max().item(), rtol=0.05) if amp else tol
-        torch.testing.assert_close(g, r, **gtol)
-    if amp:
-        assert _saved_bytes(ours) * 2 < _saved_bytes(plain)
-    with pytest.raises(ValueError, match="frozen"):
-        frozen_norm_linear(x.requires_grad_(True), nw, nb, w, b, 1e-5)
+    truth = F.linear(F.layer_norm(x.float(), (256,), nw, nb, 1e-5), w, b)
+    truth_grads = torch.autograd.grad(truth.square().sum(), params)
+    for fn in (ours, plain):
+        out = fn()
+        assert out.dtype == torch.bfloat16
+        grads = torch.autograd.grad(out.float().square().sum(), params)
+        err = (out.float() - truth).abs().mean().item()
+        grad_err = [
+            ((g - t).abs().mean() / t.abs().mean()).item()
+            for g, t in zip(grads, truth_grads, strict=True)
+        ]
+        if fn is plain:
+            plain_err, plain_grad_err = err, grad_err
+        else:
+            ours_err, ours_grad_err = err, grad_err
+            assert all(g.dtype == torch.float32 for g in grads)
+    assert ours_err <= 1.5 * plain_err + 1e-3
+    for o, p in zip(ours_grad_err, plain_grad_err, strict=True):
+        assert o <= 1.5 * p + 1e-2
+    assert _saved_bytes(ours) * 1.7 < _saved_bytes(plain)
 
 
 @pytest.mark.parametrize("amp", [False, True])

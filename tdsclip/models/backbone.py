@@ -16,10 +16,25 @@ import logging
 from collections.abc import Iterator
 
 import torch
-from open_clip.transformer import LayerNormFp32, QuickGELU, VisionTransformer
+import torch.nn.functional as F
+from open_clip.transformer import QuickGELU, VisionTransformer
 from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
+
+
+class TowerLayerNorm(nn.LayerNorm):
+    """LayerNorm in the activations' dtype, fp32 statistics.
+
+    The kernels accumulate mean and variance in fp32 for bf16/fp16 input, so this computes
+    what an fp32 LayerNorm computes (rounded once, to the input dtype) without the two
+    full-tensor casts of open_clip's LayerNormFp32. The parameters stay fp32.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight = self.weight.to(x.dtype)
+        return F.layer_norm(x, self.normalized_shape, weight, self.bias.to(x.dtype), self.eps)
+
 
 # Keys of an OpenAI / open_clip image tower that the side network never uses.
 UNUSED_TOWER_KEYS = ("ln_post.", "proj", "attn_pool", "patch_dropout")
@@ -81,7 +96,7 @@ class FrozenCLIPViT(nn.Module):
             output_dim=width,
             act_layer=QuickGELU if quick_gelu else nn.GELU,
             # SPEC: backbone LayerNorms compute in fp32 whatever the weights' dtype.
-            norm_layer=LayerNormFp32,
+            norm_layer=TowerLayerNorm,
         )
         self.image_size = image_size
         self.patch_size = patch_size

@@ -25,7 +25,13 @@ from timm.layers import DropPath
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from tdsclip.models.ops import frozen_norm_linear, gelu_linear, layer_norm_in_dtype, sigmoid_gate
+from tdsclip.models.ops import (
+    compute_dtype,
+    frozen_norm_linear,
+    gelu_linear,
+    layer_norm_in_dtype,
+    sigmoid_gate,
+)
 
 TDKind = Literal["maxpool", "conv", "direct"]
 TD_KINDS: tuple[str, ...] = ("maxpool", "conv", "direct")
@@ -69,6 +75,7 @@ def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
                 child.track_running_stats,
             )
             sync.load_state_dict(child.state_dict())
+            sync.train(child.training)
             setattr(module, name, sync.to(child.weight.device))
         elif isinstance(child, nn.modules.batchnorm._BatchNorm):
             setattr(module, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
@@ -307,13 +314,51 @@ class TDSBlock(nn.Module):
         return self.drop_path(y.view(-1, num_frames, *y.shape[1:])).view(y.shape)
 
 
+class PatchConv3d(nn.Conv3d):
+    """Conv3d with kernel (3, P, P), stride (1, P, P), padding (1, 1, 1), computed as a matmul.
+
+    The spatial stride equals the kernel, so the convolution is one matmul over
+    non-overlapping P x P patches (of the frames shifted by the one-pixel padding) whose
+    output stacks the 3 temporal taps, then a sum of the taps shifted along time. The result
+    is the same convolution (weights and state dict are nn.Conv3d's) at matmul speed, and it
+    comes out tokens-last. (B, T, C, H, W) -> (B, T, N, d).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, patch_size: int, grid_size: int):
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size=(3, patch_size, patch_size),
+            stride=(1, patch_size, patch_size),
+            padding=(1, 1, 1),
+        )
+        self.patch_size = patch_size
+        self.grid_size = grid_size
+
+    def forward(self, frames: Tensor) -> Tensor:
+        b, t, _, h, w = frames.shape
+        p, g = self.patch_size, self.grid_size
+        if (h + 2 - p) // p + 1 != g or (w + 2 - p) // p + 1 != g:
+            raise ValueError(f"{h}x{w} frames do not give a {g}x{g} grid of {p}-pixel patches")
+        padded = F.pad(frames, (1, 1, 1, 1))[..., : g * p, : g * p]  # (B, T, C, gP, gP)
+        patches = rearrange(
+            padded, "b t c (gh ph) (gw pw) -> (b t gh gw) (c ph pw)", ph=p, pw=p
+        )  # (BT*N, C*P*P)
+        taps = rearrange(self.weight, "d c k ph pw -> (k d) (c ph pw)")  # (3d, C*P*P)
+        y = F.linear(patches, taps.to(patches.dtype)).view(b, t, g * g, 3, -1)  # (B,T,N,3,d)
+        out = y[:, :, :, 1] + self.bias.to(y.dtype)  # (B, T, N, d): the centre tap
+        out[:, 1:] += y[:, :-1, :, 0]  # frame t sees t-1 through the first tap
+        out[:, :-1] += y[:, 1:, :, 2]  # ... and t+1 through the last one
+        return out
+
+
 class SMEStem(nn.Module):
     """Side Motion Enhancement Adapter: the side stream's input tokens.
 
     centre = BN(Conv3d(V)) on the centre frames, motion = BN(Conv3d(D)) on the M - 1 local
     frame differences; out = centre_weight * centre + motion_weight * motion (centre only when
-    ``use_motion`` is off: "SME off"; the frames besides the centre are then unused). The Conv3d has
-    kernel (3, P, P), stride (1, P, P) and padding (1, 1, 1) as in the reference weights.
+    ``use_motion`` is off: "SME off"; the frames besides the centre are then unused). The Conv3d
+    has kernel (3, P, P), stride (1, P, P) and padding (1, 1, 1) as in the reference weights.
     (B, T, M, 3, H, W) -> (BT, N, d).
     """
 
@@ -322,6 +367,7 @@ class SMEStem(nn.Module):
         dim: int,
         *,
         patch_size: int,
+        grid_size: int,
         num_local_frames: int = 5,
         use_motion: bool = True,
         motion_weight: float = 0.5,
@@ -338,12 +384,12 @@ class SMEStem(nn.Module):
         self.num_local_frames = num_local_frames
         self.motion_weight = motion_weight
         self.centre_weight = centre_weight
-        conv = dict(kernel_size=(3, patch_size, patch_size), stride=(1, patch_size, patch_size))
-        self.centre_conv = nn.Conv3d(3, dim, padding=(1, 1, 1), **conv)
-        self.centre_norm = nn.BatchNorm3d(dim)
+        conv = dict(patch_size=patch_size, grid_size=grid_size)
+        self.centre_conv = PatchConv3d(3, dim, **conv)
+        self.centre_norm = TokenBatchNorm(dim)
         if use_motion:
-            self.motion_conv = nn.Conv3d(3 * (num_local_frames - 1), dim, padding=1, **conv)
-            self.motion_norm = nn.BatchNorm3d(dim)
+            self.motion_conv = PatchConv3d(3 * (num_local_frames - 1), dim, **conv)
+            self.motion_norm = TokenBatchNorm(dim)
         else:
             self.motion_conv = self.motion_norm = None
 
@@ -351,15 +397,15 @@ class SMEStem(nn.Module):
         m = self.num_local_frames
         if video.shape[2] != m:
             raise ValueError(f"expected {m} local frames per segment, got {video.shape[2]}")
-        centre = video[:, :, m // 2].transpose(1, 2)  # (B, 3, T, H, W)
-        x = self.centre_norm(self.centre_conv(centre))  # (B, d, T, g, g)
+        # The frames never need a gradient: bring them to the compute dtype once.
+        frames = video.to(compute_dtype(video))  # (B, T, M, 3, H, W)
+        x = self.centre_norm(self.centre_conv(frames[:, :, m // 2]))  # (B, T, N, d)
         if self.centre_weight != 1.0:
             x = self.centre_weight * x
         if self.motion_conv is not None:
-            diffs = (video[:, :, 1:] - video[:, :, :-1]).flatten(2, 3)  # (B, T, 3(M-1), H, W)
-            motion = self.motion_norm(self.motion_conv(diffs.transpose(1, 2)))  # (B,d,T,g,g)
-            x = x + self.motion_weight * motion
-        return rearrange(x, "b d t h w -> (b t) (h w) d")  # (BT, N, d)
+            diffs = (frames[:, :, 1:] - frames[:, :, :-1]).flatten(2, 3)  # (B, T, 3(M-1), H, W)
+            x = x + self.motion_weight * self.motion_norm(self.motion_conv(diffs))
+        return x.flatten(0, 1)  # (BT, N, d)
 
 
 class FrozenFeatureProjection(nn.Module):
@@ -440,6 +486,7 @@ class SideNetwork(nn.Module):
         self.stem = SMEStem(
             dim,
             patch_size=patch_size,
+            grid_size=grid_size,
             num_local_frames=num_local_frames,
             use_motion=sme,
             motion_weight=motion_weight,
@@ -479,11 +526,6 @@ class SideNetwork(nn.Module):
         """(B, T, M, 3, H, W), L x (BT, 1+N, D) -> pooled features (B, d)."""
         num_frames = video.shape[1]
         x = self.stem(video)  # (BT, N, d)
-        if x.shape[1] != self.pos_embed.shape[0]:
-            raise ValueError(
-                f"the stem made {x.shape[1]} patch tokens, the model expects "
-                f"{self.pos_embed.shape[0]} ({self.grid_size}x{self.grid_size}): wrong input size"
-            )
         count = 0
         for proj, block, feats in zip(self.proj, self.blocks, layers, strict=False):
             p = proj(feats)  # (BT, 1+N, d)

@@ -1,0 +1,447 @@
+"""Cost of a configured TDS-CLIP: parameters, FLOPs, training step, memory, inference.
+
+    python -m tdsclip.benchmark --experiment ssv2_b16_8f --batch-sizes 1 2 --json bench.json
+    python -m tdsclip.benchmark --reference-repo /scratch/TDS-CLIP   # time the authors' model too
+
+Random weights at full size; nothing is downloaded or read besides the configs. Every
+(implementation, mode, batch size) is measured in fresh child processes so that the peak
+memory of one cannot hide in another's: CUDA max-allocated on a GPU, peak RSS on the CPU.
+On the CPU the peak RSS is measured twice: in the timing child, with the default allocator
+("rss" columns, which include glibc's heap high-water mark and vary by tens of MB from run to
+run), and in a second child with glibc's ``MALLOC_MMAP_THRESHOLD_`` fixed at 64 KiB, so that
+every freed tensor goes back to the OS at once and the RSS follows the live tensors, the
+closest CPU analogue of CUDA's max-allocated ("peak MB", "MB/clip" columns).
+``--reference-repo`` points at a local checkout of the authors' code (BBYL9413/TDS-CLIP);
+their ``clip/model.py`` is imported from there at run time, never copied into tdsclip.
+
+Printed: a table per implementation and batch size, with the training step time, clips/s,
+the frozen backbone's forward alone on the same input (the floor) and the ratio to it, the
+peak memory and its growth per extra clip, and (with a reference) the ratios to the authors'.
+"""
+
+from __future__ import annotations
+
+import argparse
+import builtins
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from tdsclip import runtime
+
+log = logging.getLogger("tdsclip.benchmark")
+
+# The paper's per-view cost (Tab. 1 / 2, "TFLOPs", one multiply-add counted once).
+PAPER_TFLOPS = {
+    ("ViT-B-16", 8): 0.2,
+    ("ViT-B-16", 16): 0.4,
+    ("ViT-B-16", 32): 0.7,
+    ("ViT-L-14", 8): 0.8,
+}
+
+
+# ----------------------------------------------------------------------------- config
+def compose(experiment: str | None, overrides: list[str]) -> Any:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    OmegaConf.register_new_resolver("run_stamp", lambda: "benchmark", replace=True)
+    extra = [f"experiment={experiment}"] if experiment else []  # "": the default job
+    with initialize_config_dir(config_dir=runtime.CONFIG_DIR, version_base="1.3"):
+        cfg = hydra_compose("train", overrides=[*extra, *overrides])
+    cfg.model.backbone.pretrained = None  # random weights: the cost does not depend on them
+    return cfg
+
+
+def build_ours(cfg: Any, *, grad_checkpointing: bool = False, compile_blocks: bool = False):
+    from tdsclip.models import build_model
+
+    model = build_model(cfg.model)
+    model.side.set_grad_checkpointing(grad_checkpointing)
+    if compile_blocks:
+        for block in model.side.blocks:
+            block.compile()
+    return model
+
+
+def build_reference(repo: Path, cfg: Any) -> tuple[torch.nn.Module, Any]:
+    """The authors' VisualTransformer + fc, frozen like their training script does."""
+    spec = importlib.util.spec_from_file_location("tds_reference_model", repo / "clip" / "model.py")
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(f"no clip/model.py under {repo}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from tdsclip.models.backbone import open_clip_vision_dims
+
+    dims = open_clip_vision_dims(cfg.model.backbone.name)
+    real_print = builtins.print
+    builtins.print = lambda *a, **k: None  # their constructor prints; keep our output clean
+    try:
+        visual = module.VisualTransformer(
+            input_resolution=dims["image_size"],
+            patch_size=dims["patch_size"],
+            width=dims["width"],
+            layers=dims["layers"],
+            heads=dims["heads"],
+            output_dim=512,
+            T=cfg.data.num_frames,
+            side_dim=cfg.model.side.dim,
+            num_diff=cfg.data.num_local_frames,
+        )
+    finally:
+        builtins.print = real_print
+    for name, param in visual.named_parameters():
+        param.requires_grad = "side" in name  # their `my_fix_clip`: only side parts train
+    model = torch.nn.ModuleDict(
+        {"visual": visual, "fc": torch.nn.Linear(cfg.model.side.dim, cfg.model.num_classes)}
+    )
+    m = cfg.data.num_local_frames
+
+    def forward(video: torch.Tensor) -> torch.Tensor:
+        b, t = video.shape[:2]
+        frames = video.reshape(b * t, m * 3, *video.shape[-2:])  # their (bt, m*c, h, w)
+        return model["fc"](model["visual"](frames))
+
+    return model, forward
+
+
+# ------------------------------------------------------------------------------ child
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device: torch.device, warmup: int, repeats: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _saved_activation_mb(step_forward) -> float:
+    """MiB of distinct storages autograd keeps for backward during one forward."""
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = step_forward()
+    loss.backward()
+    return sum(seen.values()) / 2**20
+
+
+def child_measure(spec: dict[str, Any]) -> dict[str, Any]:
+    """One measurement in this (fresh) process; see ``run_child``."""
+    torch.manual_seed(0)
+    cfg = compose(spec["experiment"], spec["overrides"])
+    device = runtime.resolve_device(spec["device"], 0)
+    dtype = runtime.amp_dtype(spec["precision"])
+    batch = spec["batch"]
+    shape = (
+        batch,
+        cfg.data.num_frames,
+        cfg.data.num_local_frames,
+        3,
+        cfg.data.input_size,
+        cfg.data.input_size,
+    )
+    video = torch.randn(shape, device=device)
+    labels = torch.randint(0, cfg.model.num_classes, (batch,), device=device)
+    impl, mode = spec["impl"], spec["mode"]
+
+    if impl == "reference":
+        model, forward = build_reference(Path(spec["reference_repo"]), cfg)
+        model.to(device).train()
+        params = [p for p in model.parameters() if p.requires_grad]
+    else:
+        model = build_ours(
+            cfg, grad_checkpointing=mode == "checkpointing", compile_blocks=mode == "compile"
+        ).to(device)
+        if dtype is not None:
+            model.backbone.cast_weights(dtype)
+        model.train()
+        forward = model
+        params = list(model.side.parameters())
+    optimizer = torch.optim.AdamW(params, lr=1e-5, fused=True)  # the same for every impl
+
+    def forward_loss() -> torch.Tensor:
+        with runtime.autocast(device, dtype):
+            logits = forward(video)
+        return F.cross_entropy(logits.float(), labels)
+
+    def train_step() -> None:
+        forward_loss().backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    result: dict[str, Any] = {"impl": impl, "mode": mode, "batch": batch}
+    if spec["what"] == "train":
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        times = _timed(train_step, device, spec["warmup"], spec["repeats"])
+        result["step_s"] = statistics.median(times)
+        result["step_times"] = times
+        result["peak_mb"] = runtime.peak_memory_mb(device)
+        result["saved_mb"] = _saved_activation_mb(forward_loss)
+        optimizer.zero_grad(set_to_none=True)
+    elif spec["what"] == "backbone":
+        from tdsclip.models import build_model
+
+        backbone = build_model(cfg.model).backbone.to(device)
+        if dtype is not None:
+            backbone.cast_weights(dtype)
+        centre = video[:, :, cfg.data.num_local_frames // 2].flatten(0, 1)
+
+        def backbone_forward() -> None:
+            with runtime.autocast(device, dtype):
+                for _ in backbone.iter_layers(centre):
+                    pass
+
+        result["backbone_s"] = statistics.median(
+            _timed(backbone_forward, device, spec["warmup"], spec["repeats"])
+        )
+    elif spec["what"] == "inference":
+        model.eval()
+        views = cfg.data.test_clips * cfg.data.test_crops
+        clips = torch.randn((views, *shape[1:]), device=device)
+
+        def infer() -> None:
+            with torch.no_grad(), runtime.autocast(device, dtype):
+                forward(clips).float().softmax(-1).mean(0)
+
+        seconds = statistics.median(_timed(infer, device, spec["warmup"], spec["repeats"]))
+        result |= {"views": views, "video_s": seconds, "clips_per_s": views / seconds}
+    return result
+
+
+MMAP_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
+
+
+def run_child(spec: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        cmd = [sys.executable, "-m", "tdsclip.benchmark", "--child", json.dumps(spec), str(out)]
+        full_env = {**os.environ, **(env or {})}
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=full_env)
+        if proc.returncode != 0 or not out.is_file():
+            raise RuntimeError(f"benchmark child failed ({spec}):\n{proc.stderr[-4000:]}")
+        return json.loads(out.read_text())
+
+
+# ----------------------------------------------------------------------------- parent
+def count_flops(cfg: Any) -> float:
+    """Multiply-adds of one view's forward (what the paper and fvcore call FLOPs), in T."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = build_ours(cfg).eval()
+    shape = (
+        1,
+        cfg.data.num_frames,
+        cfg.data.num_local_frames,
+        3,
+        cfg.data.input_size,
+        cfg.data.input_size,
+    )
+    # nn.MultiheadAttention's inference fast path is one fused op the counter cannot see;
+    # switched off here, the tower's projections and attention are counted too.
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(shape))
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+    return counter.get_total_flops() / 2 / 1e12  # torch counts 2 FLOPs per multiply-add
+
+
+def benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    from tdsclip.models import count_parameters
+
+    cfg = compose(args.experiment, args.overrides)
+    device = runtime.resolve_device(args.device, 0)
+    trainable, frozen = count_parameters(build_ours(cfg))
+    tflops = count_flops(cfg)
+    paper = PAPER_TFLOPS.get((cfg.model.backbone.name, cfg.data.num_frames))
+    report: dict[str, Any] = {
+        "experiment": args.experiment,
+        "overrides": args.overrides,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+        "precision": args.precision,
+        "params": {"trainable": trainable, "frozen": frozen},
+        "tflops_per_view": {"ours": tflops, "paper": paper},
+        "runs": [],
+    }
+    base = {
+        "experiment": args.experiment,
+        "overrides": args.overrides,
+        "device": args.device,
+        "precision": args.precision,
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "reference_repo": str(args.reference_repo) if args.reference_repo else None,
+    }
+    impls = [("ours", mode) for mode in args.modes]
+    if args.reference_repo:
+        impls.append(("reference", "default"))
+    for batch in args.batch_sizes:
+        floor = run_child(
+            {**base, "impl": "ours", "mode": "default", "batch": batch, "what": "backbone"}
+        )["backbone_s"]
+        for impl, mode in impls:
+            log.info("measuring %s/%s, batch %d", impl, mode, batch)
+            spec = {**base, "impl": impl, "mode": mode, "batch": batch, "what": "train"}
+            run = run_child(spec)
+            if device.type == "cpu":
+                run["rss_mb"] = run["peak_mb"]
+                live = run_child({**spec, "warmup": 1, "repeats": 1}, env=MMAP_ENV)
+                run["peak_mb"] = live["peak_mb"]
+            run["backbone_s"] = floor
+            report["runs"].append(run)
+    for impl, mode in impls:
+        run = run_child({**base, "impl": impl, "mode": mode, "batch": 1, "what": "inference"})
+        report.setdefault("inference", []).append(run)
+    _derive(report)
+    return report
+
+
+def _derive(report: dict[str, Any]) -> None:
+    """Throughput, ratios to the backbone floor and to the reference, growth per clip."""
+    runs = report["runs"]
+    by_key = {(r["impl"], r["mode"], r["batch"]): r for r in runs}
+    for r in runs:
+        r["clips_per_s"] = r["batch"] / r["step_s"]
+        r["vs_backbone"] = r["step_s"] / r["backbone_s"]
+        smaller = [b for (i, m, b) in by_key if (i, m) == (r["impl"], r["mode"]) and b < r["batch"]]
+        if not smaller:
+            continue
+        prev = by_key[(r["impl"], r["mode"], max(smaller))]
+        extra = r["batch"] - prev["batch"]
+        for key in ("peak_mb", "rss_mb", "saved_mb"):
+            if key in r:
+                r[key.replace("_mb", "_mb_per_clip").replace("peak_", "")] = (
+                    r[key] - prev[key]
+                ) / extra
+    for r in runs:  # second pass: the reference rows are complete now
+        ref = by_key.get(("reference", "default", r["batch"]))
+        if ref is None:
+            continue
+        r["time_vs_reference"] = r["step_s"] / ref["step_s"]
+        for key in ("mb_per_clip", "rss_mb_per_clip"):
+            if key in r and key in ref:
+                r[key.replace("per_clip", "vs_reference")] = r[key] / ref[key]
+
+
+def format_report(report: dict[str, Any]) -> str:
+    p, f = report["params"], report["tflops_per_view"]
+    paper = f"{f['paper']:.1f}" if f["paper"] is not None else "n/a"
+    lines = [
+        f"experiment {report['experiment'] or 'default'} {' '.join(report['overrides'])}",
+        f"device {report['device']} ({report['threads']} threads), precision {report['precision']}",
+        f"parameters: trainable {p['trainable']:,}, frozen {p['frozen']:,}",
+        f"TFLOPs per view (multiply-adds): ours {f['ours']:.3f}, paper {paper}",
+        "",
+    ]
+    # (key, title, format); text columns are left-aligned, numbers right-aligned.
+    cols = [
+        ("impl", "impl", "s"), ("mode", "mode", "s"), ("batch", "batch", "d"),
+        ("step_s", "step s", ".3f"), ("clips_per_s", "clips/s", ".3f"),
+        ("backbone_s", "backbone s", ".3f"), ("vs_backbone", "x backbone", ".2f"),
+        ("peak_mb", "peak MB", ".0f"), ("mb_per_clip", "MB/clip", ".0f"),
+        ("saved_mb_per_clip", "saved MB/clip", ".0f"),
+        ("time_vs_reference", "time vs ref", ".2f"),
+        ("mb_vs_reference", "MB/clip vs ref", ".2f"),
+        ("rss_mb_per_clip", "rss MB/clip", ".0f"),
+        ("rss_mb_vs_reference", "rss vs ref", ".2f"),
+    ]  # fmt: skip
+    table = [[title for _, title, _ in cols]]
+    for r in report["runs"]:
+        table.append(["-" if r.get(k) is None else format(r[k], spec) for k, _, spec in cols])
+    widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
+    for n, row in enumerate(table):
+        cells = [
+            cell.ljust(w) if spec == "s" else cell.rjust(w)
+            for cell, w, (_, _, spec) in zip(row, widths, cols, strict=True)
+        ]
+        lines.append("  ".join(cells))
+        if n == 0:
+            lines.append("-" * len(lines[-1]))
+    lines.append("")
+    for r in report.get("inference", []):
+        lines.append(
+            f"inference {r['impl']}/{r['mode']}: {r['views']} views per video, "
+            f"{r['video_s']:.3f} s per video, {r['clips_per_s']:.2f} clips/s"
+        )
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--experiment",
+        default="ssv2_b16_8f",
+        help="configs/experiment name; '' for the default job's tiny model",
+    )
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=["default", "checkpointing"],
+        choices=["default", "checkpointing", "compile"],
+    )
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="bf16", choices=["bf16", "fp16", "fp32"])
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--reference-repo",
+        type=Path,
+        default=None,
+        help="local checkout of BBYL9413/TDS-CLIP to time beside ours",
+    )
+    parser.add_argument("--json", type=Path, default=None, help="write the report here")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data.num_frames=16")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--child"]:
+        spec, out = json.loads(argv[1]), Path(argv[2])
+        with contextlib.redirect_stdout(sys.stderr):
+            result = child_measure(spec)
+        out.write_text(json.dumps(result))
+        return
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = parse_args(argv)
+    report = benchmark(args)
+    sys.stdout.write(format_report(report) + "\n")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        log.info("wrote %s", args.json)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Speed and memory options change nothing numerically; the benchmark script runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import torch
+from conftest import tiny_model, tiny_video
+
+from tdsclip.models.side import convert_sync_batchnorm
+
+
+def _forward_backward(model, video):
+    model.train()
+    out = model(video)
+    out.square().sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.side.named_parameters()}
+    return out.detach(), grads
+
+
+def _twin():
+    a, b = tiny_model(), tiny_model()
+    b.load_state_dict(a.state_dict())
+    return a, b
+
+
+def _assert_same(reference, candidate, atol=1e-5, rtol=1e-4):
+    out_a, grads_a = reference
+    out_b, grads_b = candidate
+    torch.testing.assert_close(out_b, out_a, atol=atol, rtol=rtol)
+    assert grads_a.keys() == grads_b.keys()
+    for name in grads_a:
+        torch.testing.assert_close(grads_b[name], grads_a[name], atol=atol, rtol=rtol, msg=name)
+
+
+def test_activation_checkpointing_matches_plain():
+    plain, checkpointed = _twin()
+    checkpointed.side.set_grad_checkpointing(True)
+    video = tiny_video()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(
+        lambda t: saved.append(t.numel()) or t, lambda t: t
+    ):
+        candidate = _forward_backward(checkpointed, video)
+    checkpointed_saved = sum(saved)
+    saved.clear()
+    with torch.autograd.graph.saved_tensors_hooks(
+        lambda t: saved.append(t.numel()) or t, lambda t: t
+    ):
+        reference = _forward_backward(plain, video)
+    _assert_same(reference, candidate, atol=1e-6, rtol=1e-5)
+    assert checkpointed_saved < sum(saved) / 2  # it does keep less
+
+
+def test_compiled_blocks_match_plain():
+    plain, compiled = _twin()
+    for block in compiled.side.blocks:
+        block.compile()
+    video = tiny_video()
+    _assert_same(_forward_backward(plain, video), _forward_backward(compiled, video))
+
+
+def test_sync_batchnorm_conversion_keeps_state_and_layout():
+    model = tiny_model().eval()
+    video = tiny_video()
+    with torch.no_grad():
+        before = model(video)
+    model.side = convert_sync_batchnorm(model.side)
+    kinds = {type(m).__name__ for m in model.side.modules()}
+    assert "TokenSyncBatchNorm" in kinds and "TokenBatchNorm" not in kinds
+    with torch.no_grad():  # eval mode: running statistics, no process group needed
+        torch.testing.assert_close(model(video), before)
+
+
+def test_benchmark_script_on_the_tiny_model(tmp_path):
+    out = tmp_path / "bench.json"
+    cmd = [
+        sys.executable,
+        "-m",
+        "tdsclip.benchmark",
+        "--experiment",
+        "",
+        "--batch-sizes",
+        "1",
+        "2",
+        "--warmup",
+        "0",
+        "--repeats",
+        "1",
+        "--modes",
+        "default",
+        "checkpointing",
+        "--json",
+        str(out),
+    ]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "TFLOPs per view" in run.stdout and "x backbone" in run.stdout
+    report = json.loads(out.read_text())
+    assert report["params"]["trainable"] > 0 and report["tflops_per_view"]["ours"] > 0
+    runs = {(r["mode"], r["batch"]): r for r in report["runs"]}
+    assert set(runs) == {(m, b) for m in ("default", "checkpointing") for b in (1, 2)}
+    for r in runs.values():
+        assert r["step_s"] > 0 and r["backbone_s"] > 0 and r["peak_mb"] > 0
+    # Checkpointing keeps fewer activations per extra clip.
+    assert (
+        runs[("checkpointing", 2)]["saved_mb_per_clip"] < runs[("default", 2)]["saved_mb_per_clip"]
+    )
+    assert {r["mode"] for r in report["inference"]} == {"default", "checkpointing"}

@@ -15,8 +15,10 @@ closest CPU analogue of CUDA's max-allocated ("peak MB", "MB/clip" columns).
 their ``clip/model.py`` is imported from there at run time, never copied into tdsclip.
 
 Printed: a table per implementation and batch size, with the training step time, clips/s,
-the frozen backbone's forward alone on the same input (the floor) and the ratio to it, the
-peak memory and its growth per extra clip, and (with a reference) the ratios to the authors'.
+the frozen backbone's forward alone on the same input (the floor, timed in the same
+processes, alternating with the training steps) and the ratio to it, the peak memory and its
+growth per extra clip, and (with a reference) the ratios to the authors'. Every configuration
+runs in ``--rounds`` interleaved child processes; times are medians over all of them.
 """
 
 from __future__ import annotations
@@ -198,30 +200,28 @@ def child_measure(spec: dict[str, Any]) -> dict[str, Any]:
 
     result: dict[str, Any] = {"impl": impl, "mode": mode, "batch": batch}
     if spec["what"] == "train":
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        times = _timed(train_step, device, spec["warmup"], spec["repeats"])
-        result["step_s"] = statistics.median(times)
-        result["step_times"] = times
-        result["peak_mb"] = runtime.peak_memory_mb(device)
-        result["saved_mb"] = _saved_activation_mb(forward_loss)
-        optimizer.zero_grad(set_to_none=True)
-    elif spec["what"] == "backbone":
-        from tdsclip.models import build_model
-
-        backbone = build_model(cfg.model).backbone.to(device)
-        if dtype is not None:
-            backbone.cast_weights(dtype)
-        centre = video[:, :, cfg.data.num_local_frames // 2].flatten(0, 1)
+        backbone = None if impl == "reference" else model.backbone
+        centre = video[:, :, cfg.data.num_local_frames // 2].flatten(0, 1)  # (BT, 3, H, W)
 
         def backbone_forward() -> None:
             with runtime.autocast(device, dtype):
                 for _ in backbone.iter_layers(centre):
                     pass
 
-        result["backbone_s"] = statistics.median(
-            _timed(backbone_forward, device, spec["warmup"], spec["repeats"])
-        )
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        for _ in range(spec["warmup"]):
+            train_step()
+        steps, floors = [], []
+        for _ in range(spec["repeats"]):  # alternate, so that both see the same machine
+            steps += _timed(train_step, device, 0, 1)
+            if backbone is not None:
+                floors += _timed(backbone_forward, device, 0, 1)
+        result["step_times"] = steps
+        result["backbone_times"] = floors
+        result["peak_mb"] = runtime.peak_memory_mb(device)
+        result["saved_mb"] = _saved_activation_mb(forward_loss)
+        optimizer.zero_grad(set_to_none=True)
     elif spec["what"] == "inference":
         model.eval()
         views = cfg.data.test_clips * cfg.data.test_crops
@@ -301,24 +301,37 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "precision": args.precision,
         "warmup": args.warmup,
         "repeats": args.repeats,
+        "rounds": args.rounds,
         "reference_repo": str(args.reference_repo) if args.reference_repo else None,
     }
     impls = [("ours", mode) for mode in args.modes]
     if args.reference_repo:
         impls.append(("reference", "default"))
     for batch in args.batch_sizes:
-        floor = run_child(
-            {**base, "impl": "ours", "mode": "default", "batch": batch, "what": "backbone"}
-        )["backbone_s"]
-        for impl, mode in impls:
-            log.info("measuring %s/%s, batch %d", impl, mode, batch)
-            spec = {**base, "impl": impl, "mode": mode, "batch": batch, "what": "train"}
-            run = run_child(spec)
+        runs = {key: {"impl": key[0], "mode": key[1], "batch": batch, "step_times": [],
+                      "backbone_times": []} for key in impls}  # fmt: skip
+        for round_ in range(args.rounds):  # interleaved, so that drift hits all alike
+            for impl, mode in impls:
+                log.info("measuring %s/%s, batch %d, round %d", impl, mode, batch, round_ + 1)
+                spec = {**base, "impl": impl, "mode": mode, "batch": batch, "what": "train"}
+                child = run_child(spec)
+                run = runs[(impl, mode)]
+                run["step_times"] += child["step_times"]
+                run["backbone_times"] += child["backbone_times"]
+                run["saved_mb"] = child["saved_mb"]
+                run.setdefault("peaks", []).append(child["peak_mb"])
+        floors = [t for run in runs.values() for t in run["backbone_times"]]
+        for (impl, mode), run in runs.items():
+            run["step_s"] = statistics.median(run["step_times"])
+            run["backbone_s"] = statistics.median(floors)
+            peak = min(run.pop("peaks"))
             if device.type == "cpu":
-                run["rss_mb"] = run["peak_mb"]
-                live = run_child({**spec, "warmup": 1, "repeats": 1}, env=MMAP_ENV)
-                run["peak_mb"] = live["peak_mb"]
-            run["backbone_s"] = floor
+                run["rss_mb"] = peak
+                spec = {**base, "impl": impl, "mode": mode, "batch": batch, "what": "train",
+                        "warmup": 1, "repeats": 1}  # fmt: skip
+                run["peak_mb"] = run_child(spec, env=MMAP_ENV)["peak_mb"]
+            else:
+                run["peak_mb"] = peak
             report["runs"].append(run)
     for impl, mode in impls:
         run = run_child({**base, "impl": impl, "mode": mode, "batch": 1, "what": "inference"})
@@ -414,7 +427,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="bf16", choices=["bf16", "fp16", "fp32"])
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="timed steps per child")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="children per configuration, interleaved"
+    )
     parser.add_argument(
         "--reference-repo",
         type=Path,

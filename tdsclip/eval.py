@@ -141,33 +141,39 @@ def dataset_paths(dataset: Any) -> list[str]:
     return [str(i) for i in range(len(dataset))]
 
 
-def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Evaluate ``cfg.checkpoint`` on ``cfg.split`` and write the report into ``run_dir``."""
-    from tdsclip.checkpoint import load_checkpoint, load_model_file
+SUMMARY_KEYS = ("num_videos", "top1", "top5", "mean_class_acc", "unreadable")
+
+
+def evaluate_split(
+    model: nn.Module,
+    cfg: DictConfig,
+    split: str,
+    *,
+    num_classes: int,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    dinfo: distributed.DistInfo,
+    out_dir: Path,
+    what: str,
+) -> dict[str, Any]:
+    """Score every video of ``split`` with ``model``; rank 0 writes the report to ``out_dir``.
+
+    ``what`` names the evaluated weights in the log. Returns the summary metrics.
+    """
     from tdsclip.data import build_dataset, build_loader
 
-    dinfo = distributed.init_process_group()
-    runtime.quiet_non_main(dinfo.rank)
-    device = runtime.resolve_device(cfg.trainer.device, dinfo.local_rank)
-    dtype = runtime.amp_dtype(cfg.trainer.precision)
-    if cfg.split not in ("val", "test"):
-        raise ValueError(f"split must be val or test, got {cfg.split!r}")
-
-    ckpt = load_checkpoint(cfg.checkpoint)
-    model = load_model_file(cfg.checkpoint, pretrained=cfg.pretrained).to(device)
-    if dtype is not None:
-        model.backbone.cast_weights(dtype)
-    num_classes = int(ckpt["model_config"]["num_classes"])
-    dataset = build_dataset(cfg.data, cfg.split)
+    if split not in ("val", "test"):
+        raise ValueError(f"split must be val or test, got {split!r}")
+    dataset = build_dataset(cfg.data, split)
     if dataset.num_classes != num_classes:
         raise ValueError(
-            f"the checkpoint predicts {num_classes} classes, the {cfg.split} data has "
-            f"{dataset.num_classes}: wrong experiment/data for this checkpoint?"
+            f"{what} predicts {num_classes} classes, the {split} data has "
+            f"{dataset.num_classes}: wrong experiment/data for these weights?"
         )
     loader = build_loader(
         dataset,
-        split=cfg.split,
-        batch_size=eval_batch_size(cfg.data, cfg.split),
+        split=split,
+        batch_size=eval_batch_size(cfg.data, split),
         num_workers=cfg.data.workers,
         seed=cfg.seed,
         rank=dinfo.rank,
@@ -177,30 +183,55 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         prefetch_factor=cfg.data.prefetch_factor,
         drop_last=False,
     )
-    log.info("evaluating %s on %d %s videos", cfg.checkpoint, len(dataset), cfg.split)
-    result = collect_scores(
-        model,
-        loader,
-        device=device,
-        amp_dtype=dtype,
-        progress=dinfo.is_main and cfg.trainer.progress_bar,
+    views = (
+        f"{cfg.data.test_clips} clips x {cfg.data.test_crops} crops"
+        if split == "test"
+        else "1 view"
     )
+    log.info("evaluating %s on %d %s videos (%s)", what, len(dataset), split, views)
+    progress = dinfo.is_main and cfg.trainer.progress_bar
+    result = collect_scores(model, loader, device=device, amp_dtype=amp_dtype, progress=progress)
     report = result.report(num_classes)
     if dinfo.is_main:
-        write_report(run_dir, result, report, list(dataset.classes), dataset_paths(dataset))
+        write_report(out_dir, result, report, list(dataset.classes), dataset_paths(dataset))
         log.info(
             "%s: top1=%.2f top5=%.2f mean_class_acc=%.2f over %d videos; %d unreadable "
             "(excluded); report in %s",
-            cfg.split,
+            split,
             report["top1"],
             report["top5"],
             report["mean_class_acc"],
             report["num_videos"],
             report["unreadable"],
-            run_dir,
+            out_dir,
         )
     distributed.barrier()
-    return {k: report[k] for k in ("num_videos", "top1", "top5", "mean_class_acc", "unreadable")}
+    return {k: report[k] for k in SUMMARY_KEYS}
+
+
+def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Evaluate ``cfg.checkpoint`` on ``cfg.split`` and write the report into ``run_dir``."""
+    from tdsclip.checkpoint import load_checkpoint, load_model_file
+
+    dinfo = distributed.init_process_group()
+    runtime.quiet_non_main(dinfo.rank)
+    device = runtime.resolve_device(cfg.trainer.device, dinfo.local_rank)
+    dtype = runtime.amp_dtype(cfg.trainer.precision)
+    ckpt = load_checkpoint(cfg.checkpoint)
+    model = load_model_file(cfg.checkpoint, pretrained=cfg.pretrained).to(device)
+    if dtype is not None:
+        model.backbone.cast_weights(dtype)
+    return evaluate_split(
+        model,
+        cfg,
+        cfg.split,
+        num_classes=int(ckpt["model_config"]["num_classes"]),
+        device=device,
+        amp_dtype=dtype,
+        dinfo=dinfo,
+        out_dir=run_dir,
+        what=str(cfg.checkpoint),
+    )
 
 
 def eval_batch_size(data_cfg: Any, split: str) -> int:

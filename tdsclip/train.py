@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 import tdsclip
 from tdsclip import distributed, runtime
 from tdsclip.checkpoint import TRAIN_FORMAT, atomic_save, load_checkpoint
-from tdsclip.eval import collect_scores, eval_batch_size
+from tdsclip.eval import collect_scores, eval_batch_size, evaluate_split
 from tdsclip.metrics import JSONLSink, MultiSink, TensorBoardSink, WandbSink, topk_correct
 from tdsclip.models import TDSCLIP, build_model, format_parameter_table
 from tdsclip.models.side import convert_sync_batchnorm
@@ -423,11 +423,43 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             sinks.log(epoch_metrics, state.step)
             save("last", final)
 
+    if tc.test_after_train:
+        final |= _test_best(cfg, ckpt_dir / "best.pt", eval_model, device, dtype, dinfo, run_dir)
+        sinks.log(
+            {f"test/{k[5:]}": float(v) for k, v in final.items() if k.startswith("test_")},
+            state.step,
+        )
     sinks.close()
     final["chance"] = 100.0 / train_set.num_classes
     final["best_top1"] = state.best_top1
     final["status"] = "finished"
     return final
+
+
+def _test_best(
+    cfg: DictConfig,
+    best: Path,
+    model: TDSCLIP,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    dinfo: distributed.DistInfo,
+    run_dir: Path,
+) -> dict[str, Any]:
+    """Multi-view test (clips x crops) of the best checkpoint; report in ``run_dir/test``."""
+    distributed.barrier()  # rank 0 has written best.pt
+    model.side.load_state_dict(load_checkpoint(best)["side"])
+    summary = evaluate_split(
+        model,
+        cfg,
+        "test",
+        num_classes=cfg.model.num_classes,
+        device=device,
+        amp_dtype=dtype,
+        dinfo=dinfo,
+        out_dir=run_dir / "test",
+        what=str(best),
+    )
+    return {f"test_{k}": v for k, v in summary.items()}
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:

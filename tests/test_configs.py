@@ -133,3 +133,17 @@ def test_ablation_overrides_compose(overrides):
     cfg = _compose(overrides=["experiment=ssv1_b16_8f", *overrides])
     OmegaConf.resolve(cfg)
     assert cfg.model.num_local_frames == cfg.data.num_local_frames
+
+
+def test_slurm_launcher_config_composes():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=["hydra/launcher=slurm_8gpu", "experiment=ssv2_b16_8f"],
+            return_hydra_config=True,
+        )
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.tasks_per_node == launcher.gpus_per_node == 8
+    assert launcher.max_num_timeout > 0

@@ -6,7 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tdsclip.models.ops import frozen_norm_linear, gelu_linear, layer_norm_in_dtype, sigmoid_gate
+from tdsclip.models.ops import (
+    attention,
+    frozen_norm_linear,
+    gelu_linear,
+    layer_norm_in_dtype,
+    sigmoid_gate,
+)
 
 
 def _saved_bytes(fn) -> int:
@@ -129,3 +135,28 @@ def test_layer_norm_in_dtype_keeps_bf16_under_autocast():
     torch.testing.assert_close(out.float(), ref, atol=2e-2, rtol=2e-2)
     out.float().sum().backward()
     assert w.grad is not None and x.grad is not None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_attention_backward_matches_sdpa(dtype):
+    gen = torch.Generator().manual_seed(0)
+    qkv0 = torch.randn(3, 11, 3, 2, 16, generator=gen).to(dtype)  # (BT, 1+N, 3, heads, hd)
+
+    def run(fn):
+        qkv = qkv0.clone().requires_grad_(True)
+        q = qkv[:, 1:, 0].transpose(1, 2)  # patch queries only, as in the side network
+        k, v = qkv[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
+        out = fn(q, k, v)
+        (grad,) = torch.autograd.grad(out.float().square().sum(), qkv)
+        return out, grad
+
+    out, grad = run(attention)
+    ref_out, ref_grad = run(F.scaled_dot_product_attention)
+    tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=3e-2, rtol=3e-2)
+    torch.testing.assert_close(out, ref_out, atol=0, rtol=0)  # the forward is SDPA itself
+    torch.testing.assert_close(grad, ref_grad, **tol)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            attention(*[t.detach() for t in (qkv0[:, 1:, 0],) * 3]),
+            F.scaled_dot_product_attention(*(qkv0[:, 1:, 0],) * 3),
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -87,7 +88,7 @@ def compose_train(overrides: list[str]):
 
 # --------------------------------------------------------------------------- default job
 def test_default_job_end_to_end(motion_root, tmp_path):
-    extra = {"trainer.epochs": 3, "optim.warmup_epochs": 1}
+    extra = {"trainer.epochs": 3, "optim.warmup_epochs": 1, "trainer.test_after_train": True}
     run = cli("tdsclip.train", tiny_overrides(motion_root, tmp_path, **extra))
     assert run.returncode == 0, run.stderr[-3000:]
     last = run.stdout.strip().splitlines()[-1]
@@ -126,6 +127,9 @@ def test_default_job_end_to_end(motion_root, tmp_path):
     assert any("val/top1" in r for r in records)
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     assert (run_dir / ".hydra" / "config.yaml").is_file()
+    test = json.loads((run_dir / "test" / "metrics.json").read_text())  # 2 clips x 3 crops
+    assert test["num_videos"] == 12 and test["unreadable"] == 0
+    assert any("test/top1" in r for r in records)
     # The learning rate warms up linearly over the first epoch (6 steps), then decays.
     lrs = [r["train/lr"] for r in steps]
     assert lrs[:6] == sorted(lrs[:6]) and lrs[5] == pytest.approx(1e-3)
@@ -169,6 +173,42 @@ def test_resume_after_preemption_gives_the_same_loss_curve(motion_root, tmp_path
         assert curve[step] == pytest.approx(loss, rel=1e-6, abs=1e-7), step
 
 
+# --------------------------------------------------------------------------- precision
+@pytest.mark.parametrize("precision", ["fp16", "fp32"])
+def test_other_precisions_train(motion_root, tmp_path, precision):
+    from tdsclip.train import train
+
+    cfg = compose_train(
+        tiny_overrides(
+            motion_root,
+            tmp_path,
+            **{"trainer.epochs": 1, "trainer.precision": precision, "logger.tensorboard": False},
+        )
+    )
+    result = train(cfg, tmp_path / "run")
+    assert result["status"] == "finished" and math.isfinite(result["val_top1"])
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)
+    assert (ckpt["scaler"] is not None) == (precision == "fp16")  # GradScaler only for fp16
+
+
+def test_gradient_accumulation_keeps_the_effective_batch(motion_root, tmp_path):
+    from tdsclip.train import accumulation_steps, train
+
+    assert accumulation_steps(128, 16, 8) == 1 and accumulation_steps(128, 16, 2) == 4
+    with pytest.raises(ValueError, match="multiple"):
+        accumulation_steps(100, 16, 2)
+    cfg = compose_train(
+        tiny_overrides(
+            motion_root,
+            tmp_path,
+            **{"trainer.epochs": 1, "optim.effective_batch": 8, "logger.tensorboard": False},
+        )
+    )
+    train(cfg, tmp_path / "run")
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)
+    assert ckpt["state"]["step"] == 3  # 24 videos, 4 per batch, 2 batches per optimizer step
+
+
 # --------------------------------------------------------------------------- non-finite
 def test_nonfinite_losses_stop_the_run_and_keep_the_checkpoint(motion_root, tmp_path, monkeypatch):
     from tdsclip.models import TDSCLIP
@@ -195,7 +235,8 @@ def test_nonfinite_losses_stop_the_run_and_keep_the_checkpoint(motion_root, tmp_
 def ddp_run(motion_root, tmp_path_factory) -> Path:
     """Two gloo processes under torchrun train the tiny model."""
     out = tmp_path_factory.mktemp("ddp")
-    run = cli("tdsclip.train", tiny_overrides(motion_root, out), nproc=2)
+    extra = {"logger": "wandb", "logger.wandb.mode": "offline"}  # no account, no network
+    run = cli("tdsclip.train", tiny_overrides(motion_root, out, **extra), nproc=2)
     assert run.returncode == 0, run.stderr[-4000:]
     assert run.stdout.count("final: val_top1=") == 1  # only rank 0 reports
     return out / "default" / "run"
@@ -203,6 +244,7 @@ def ddp_run(motion_root, tmp_path_factory) -> Path:
 
 def test_ddp_train_two_processes(ddp_run):
     assert sorted(p.name for p in ddp_run.parent.iterdir()) == ["run"]  # one shared run dir
+    assert len(list((ddp_run / "wandb").glob("offline-run-*"))) == 1  # rank 0 only
     ckpt = torch.load(ddp_run / "checkpoints" / "last.pt", weights_only=False)
     assert len(ckpt["rng"]) == 2  # every rank's RNG state, for exact resume
     # 24 videos / (2 ranks x 4) = 3 steps per epoch; each step logged once.

@@ -125,3 +125,41 @@ def layer_norm_in_dtype(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> 
         return F.layer_norm(x, x.shape[-1:], weight, bias, eps)
     with torch.autocast(x.device.type, enabled=False):
         return F.layer_norm(x, x.shape[-1:], weight.to(x.dtype), bias.to(x.dtype), eps)
+
+
+class _AttentionRecomputeBackward(torch.autograd.Function):
+    """scaled_dot_product_attention forward; backward recomputes the probabilities with
+    batched matmuls (a full-matrix flash-attention backward). Used on the CPU, where the fused
+    kernel's backward is several times slower than this for the side network's shapes."""
+
+    @staticmethod
+    def forward(ctx, q, k, v):
+        out = F.scaled_dot_product_attention(q, k, v)  # (..., Nq, hd)
+        ctx.save_for_backward(q, k, v, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, out = ctx.saved_tensors
+        scale = q.shape[-1] ** -0.5
+        grad_out = grad_out.to(out.dtype)
+        probs = torch.softmax(q.matmul(k.transpose(-1, -2)) * scale, dim=-1)  # (..., Nq, Nk)
+        grad_v = probs.transpose(-1, -2).matmul(grad_out)  # (..., Nk, hd)
+        grad_probs = grad_out.matmul(v.transpose(-1, -2))  # (..., Nq, Nk)
+        row = (grad_out * out).sum(-1, keepdim=True)  # (..., Nq, 1): sum_k p * dp
+        grad_scores = probs * (grad_probs - row) * scale  # (..., Nq, Nk)
+        grad_q = grad_scores.matmul(k)  # (..., Nq, hd)
+        grad_k = grad_scores.transpose(-1, -2).matmul(q)  # (..., Nk, hd)
+        return grad_q, grad_k, grad_v
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """``scaled_dot_product_attention(q, k, v)`` (no mask, default scale), (..., N, hd).
+
+    On CUDA it is exactly that (fused kernels forward and backward). On the CPU the forward is
+    the same call and the backward recomputes the attention probabilities with batched matmuls,
+    because PyTorch's CPU flash-attention backward is the slowest op of a side-network step.
+    """
+    if q.device.type == "cpu" and torch.is_grad_enabled() and q.requires_grad:
+        return _AttentionRecomputeBackward.apply(q, k, v)
+    return F.scaled_dot_product_attention(q, k, v)

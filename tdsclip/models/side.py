@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from tdsclip.models.ops import (
+    attention,
     compute_dtype,
     frozen_norm_linear,
     gelu_linear,
@@ -230,7 +231,7 @@ class PatchQueryAttention(nn.Module):
         q = qkv[:, 1:, 0].transpose(1, 2)  # (BT, heads, N, hd)
         k = qkv[:, :, 1].transpose(1, 2)  # (BT, heads, 1+N, hd)
         v = qkv[:, :, 2].transpose(1, 2)  # (BT, heads, 1+N, hd)
-        out = F.scaled_dot_product_attention(q, k, v)  # (BT, heads, N, hd)
+        out = attention(q, k, v)  # (BT, heads, N, hd): scaled_dot_product_attention
         out = out.transpose(1, 2).reshape(bt, length - 1, dim)  # (BT, N, d)
         return self.proj(out)
 

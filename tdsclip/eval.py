@@ -134,13 +134,6 @@ def write_report(
             writer.writerow([idx, paths[idx], error])
 
 
-def dataset_paths(dataset: Any) -> list[str]:
-    """Video paths by index, for reports (falls back to the index)."""
-    if hasattr(dataset, "paths"):
-        return [str(p) for p in dataset.paths]
-    return [str(i) for i in range(len(dataset))]
-
-
 SUMMARY_KEYS = ("num_videos", "top1", "top5", "mean_class_acc", "unreadable")
 
 
@@ -193,7 +186,7 @@ def evaluate_split(
     result = collect_scores(model, loader, device=device, amp_dtype=amp_dtype, progress=progress)
     report = result.report(num_classes)
     if dinfo.is_main:
-        write_report(out_dir, result, report, list(dataset.classes), dataset_paths(dataset))
+        write_report(out_dir, result, report, list(dataset.classes), list(dataset.paths))
         log.info(
             "%s: top1=%.2f top5=%.2f mean_class_acc=%.2f over %d videos; %d unreadable "
             "(excluded); report in %s",
@@ -251,13 +244,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    import sys
-
-    runtime.check_config_dir()
-    env = distributed.init_process_group()
-    runtime.register_resolvers()
-    sys.argv += runtime.hydra_rank_overrides(env.rank)
-    _hydra_main()
+    runtime.run_hydra(_hydra_main)
 
 
 if __name__ == "__main__":

@@ -55,9 +55,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    runtime.check_config_dir()
-    runtime.register_resolvers()
-    _hydra_main()
+    runtime.run_hydra(_hydra_main, join_process_group=False)
 
 
 if __name__ == "__main__":

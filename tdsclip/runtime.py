@@ -9,7 +9,7 @@ import os
 import random
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,16 @@ def register_resolvers() -> None:
     """``${run_stamp:}``: one timestamp for every rank of a run (rank 0 chooses it)."""
     stamp = distributed.shared_run_stamp()
     OmegaConf.register_new_resolver("run_stamp", lambda: stamp, replace=True)
+
+
+def run_hydra(hydra_main: Callable[[], Any], *, join_process_group: bool = True) -> None:
+    """Start a ``@hydra.main`` entry point: configs found, process group joined (under
+    torchrun), one run stamp for every rank, Hydra's own files written by rank 0 only."""
+    check_config_dir()
+    rank = distributed.init_process_group().rank if join_process_group else 0
+    register_resolvers()
+    sys.argv += hydra_rank_overrides(rank)
+    hydra_main()
 
 
 def hydra_rank_overrides(rank: int) -> list[str]:

@@ -506,11 +506,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    runtime.check_config_dir()
-    env = distributed.init_process_group()
-    runtime.register_resolvers()
-    sys.argv += runtime.hydra_rank_overrides(env.rank)
-    _hydra_main()
+    runtime.run_hydra(_hydra_main)
 
 
 if __name__ == "__main__":

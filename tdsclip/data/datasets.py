@@ -65,7 +65,29 @@ def split_key(key: ItemKey) -> tuple[int, int]:
     return int(key), 0
 
 
-class VideoTrainDataset(Dataset):
+class _VideoDataset(Dataset):
+    """What training and evaluation datasets share: records, class names, paths."""
+
+    def __init__(self, records: list[VideoRecord], classes: list[str]) -> None:
+        if not records:
+            raise ValueError("the dataset has no videos")
+        self.records = records
+        self.classes = classes
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def paths(self) -> list[str]:
+        """Video file / frame folder of every index."""
+        return [r.path for r in self.records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+class VideoTrainDataset(_VideoDataset):
     """Training clips: TSN sampling, `num_sample` augmented copies per loaded video.
 
     Item: {"video": uint8 (S, T, M, 3, H, W), "label": int64 (S,), "index": int (the video
@@ -85,12 +107,9 @@ class VideoTrainDataset(Dataset):
         seed: int = 0,
         max_consecutive_failures: int = 10,
     ) -> None:
-        if not records:
-            raise ValueError("the dataset has no videos")
+        super().__init__(records, classes)
         if num_sample < 1:
             raise ValueError(f"num_sample must be >= 1, got {num_sample}")
-        self.records = records
-        self.classes = classes
         self.reader = reader
         self.transform = transform
         self.num_frames = num_frames
@@ -98,18 +117,6 @@ class VideoTrainDataset(Dataset):
         self.num_sample = num_sample
         self.seed = seed
         self.max_consecutive_failures = max_consecutive_failures
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def paths(self) -> list[str]:
-        """Video file / frame folder of every index."""
-        return [r.path for r in self.records]
-
-    def __len__(self) -> int:
-        return len(self.records)
 
     def set_seed(self, seed: int) -> None:
         """The run's seed; build_loader sets it before workers copy the dataset."""
@@ -197,7 +204,7 @@ class EvalViews:
         return torch.zeros(shape, dtype=torch.uint8)
 
 
-class VideoEvalDataset(Dataset):
+class VideoEvalDataset(_VideoDataset):
     """Evaluation views of every video; never replaces a bad video.
 
     Item: {"video": uint8 (V, T, M, 3, H, W), V = C*K clip-major (v = clip*K + crop),
@@ -213,24 +220,9 @@ class VideoEvalDataset(Dataset):
         reader: ClipReader,
         views: EvalViews,
     ) -> None:
-        if not records:
-            raise ValueError("the dataset has no videos")
-        self.records = records
-        self.classes = classes
+        super().__init__(records, classes)
         self.reader = reader
         self.views = views
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def paths(self) -> list[str]:
-        """Video file / frame folder of every index."""
-        return [r.path for r in self.records]
-
-    def __len__(self) -> int:
-        return len(self.records)
 
     def __getitem__(self, key: ItemKey) -> dict[str, Any]:
         index, _ = split_key(key)

@@ -65,6 +65,14 @@ def accumulation_steps(effective_batch: int | None, batch_size: int, world_size:
     return effective_batch // per_pass
 
 
+def _architecture(model_cfg: Any) -> dict[str, Any]:
+    """The model config without the pretrained file's location (which may move)."""
+    if isinstance(model_cfg, DictConfig):
+        model_cfg = OmegaConf.to_container(model_cfg, resolve=True)
+    backbone = {k: v for k, v in model_cfg["backbone"].items() if k != "pretrained"}
+    return {**model_cfg, "backbone": backbone}
+
+
 def _resume_path(resume: str | None, ckpt_dir: Path) -> Path | None:
     if resume in (None, "", "none"):
         return None
@@ -215,7 +223,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         ckpt = load_checkpoint(resume)
         if ckpt.get("format") != TRAIN_FORMAT:
             raise ValueError(f"{resume} is a model file, not a training checkpoint")
-        if ckpt["model_config"] != OmegaConf.to_container(cfg.model, resolve=True):
+        if _architecture(ckpt["model_config"]) != _architecture(cfg.model):
             raise ValueError(f"{resume} was trained with another model config; refusing to resume")
         side.load_state_dict(ckpt["side"])
         optimizer.load_state_dict(ckpt["optimizer"])

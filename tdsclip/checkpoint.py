@@ -103,12 +103,16 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def load_model_file(
     path: str | Path, *, pretrained: str | None = None, map_location: str = "cpu"
 ) -> TDSCLIP:
-    """A ready model (eval mode) from a model file or training checkpoint.
+    """A ready model (eval mode) from a model file or training checkpoint on disk."""
+    return model_from_checkpoint(load_checkpoint(path), pretrained=pretrained).to(map_location)
+
+
+def model_from_checkpoint(ckpt: Mapping[str, Any], *, pretrained: str | None = None) -> TDSCLIP:
+    """A ready model (eval mode, CPU) from a loaded model file or training checkpoint.
 
     A training checkpoint has no tower weights: they come from ``pretrained`` or else from the
     ``model.backbone.pretrained`` path recorded in its config.
     """
-    ckpt = load_checkpoint(path)
     cfg = {**ckpt["model_config"], "backbone": dict(ckpt["model_config"]["backbone"])}
     if ckpt.get("backbone") is not None:
         cfg["backbone"]["pretrained"] = None
@@ -118,4 +122,4 @@ def load_model_file(
     if ckpt.get("backbone") is not None:
         model.backbone.load_state_dict(ckpt["backbone"])
     model.side.load_state_dict(ckpt["side"])
-    return model.to(map_location).eval()
+    return model.eval()

@@ -204,14 +204,14 @@ def evaluate_split(
 
 def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Evaluate ``cfg.checkpoint`` on ``cfg.split`` and write the report into ``run_dir``."""
-    from tdsclip.checkpoint import load_checkpoint, load_model_file
+    from tdsclip.checkpoint import load_checkpoint, model_from_checkpoint
 
     dinfo = distributed.init_process_group()
     runtime.quiet_non_main(dinfo.rank)
     device = runtime.resolve_device(cfg.trainer.device, dinfo.local_rank)
     dtype = runtime.amp_dtype(cfg.trainer.precision)
     ckpt = load_checkpoint(cfg.checkpoint)
-    model = load_model_file(cfg.checkpoint, pretrained=cfg.pretrained).to(device)
+    model = model_from_checkpoint(ckpt, pretrained=cfg.pretrained).to(device)
     if dtype is not None:
         model.backbone.cast_weights(dtype)
     return evaluate_split(

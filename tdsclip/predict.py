@@ -21,13 +21,13 @@ log = logging.getLogger("tdsclip.predict")
 
 
 def predict(cfg: DictConfig) -> list[tuple[str, float]]:
-    from tdsclip.checkpoint import load_checkpoint, load_model_file
+    from tdsclip.checkpoint import load_checkpoint, model_from_checkpoint
     from tdsclip.data import build_dataset, normalize_video, read_video_views
 
     ckpt = load_checkpoint(cfg.checkpoint)
     device = runtime.resolve_device(cfg.trainer.device, 0)
     dtype = runtime.amp_dtype(cfg.trainer.precision)
-    model = load_model_file(cfg.checkpoint, pretrained=cfg.pretrained).to(device)
+    model = model_from_checkpoint(ckpt, pretrained=cfg.pretrained).to(device)
     if dtype is not None:
         model.backbone.cast_weights(dtype)
     data_cfg = cfg.data

@@ -34,11 +34,6 @@ class TDSCLIP(nn.Module):
         self.backbone = backbone
         self.side = side
 
-    def train(self, mode: bool = True) -> TDSCLIP:
-        super().train(mode)
-        self.backbone.lock()  # the frozen tower stays in eval mode whatever the caller asks
-        return self
-
     def backbone_layers(self, video: Tensor) -> Iterator[Tensor]:
         """Lazily computed frozen tokens of the centre frames: L x (BT, 1+N, D)."""
         m = video.shape[2]

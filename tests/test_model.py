@@ -273,6 +273,31 @@ def test_bf16_backbone_weights_training_step():
     assert all(p.grad is not None for p in model.side.parameters())
 
 
+def test_bf16_training_saves_no_fp32_activations():
+    """Under bf16 autocast every activation kept for backward is bf16: an fp32 one (e.g. a
+    sum promoted by an fp32 parameter) would double its bytes. Parameters and per-channel
+    statistics are exempt."""
+    model = tiny_model().train()
+    model.backbone.cast_weights(torch.bfloat16)
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    widest = max(p.shape[-1] for p in model.side.parameters())
+    fp32 = []
+
+    def pack(t):
+        is_param = t.untyped_storage().data_ptr() in params
+        if t.dtype == torch.float32 and not is_param and t.numel() > widest:
+            fp32.append(tuple(t.shape))
+        return t
+
+    with (
+        torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
+        torch.autocast("cpu", dtype=torch.bfloat16),
+    ):
+        loss = model(tiny_video()).float().logsumexp(-1).mean()
+    loss.backward()
+    assert fp32 == []
+
+
 # ---------------------------------------------------------------------------- ops
 def test_class_token_shift():
     cls = torch.arange(2 * 3 * 4, dtype=torch.float32).view(6, 1, 4)  # B=2, T=3, d=4

@@ -7,11 +7,12 @@ import torch
 import torch.nn.functional as F
 
 from tdsclip.models.ops import (
-    attention,
     frozen_norm_linear,
     gelu_linear,
     layer_norm_in_dtype,
+    patch_query_attention,
     sigmoid_gate,
+    temporal_depthwise_conv,
 )
 
 
@@ -137,26 +138,64 @@ def test_layer_norm_in_dtype_keeps_bf16_under_autocast():
     assert w.grad is not None and x.grad is not None
 
 
+def _plain_patch_query_attention(qkv: torch.Tensor, num_heads: int) -> torch.Tensor:
+    bt, length, three_d = qkv.shape
+    qkv = qkv.view(bt, length, 3, num_heads, three_d // (3 * num_heads))
+    q = qkv[:, 1:, 0].transpose(1, 2)  # patch queries only, as in the side network
+    k, v = qkv[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
+    out = F.scaled_dot_product_attention(q, k, v)  # (BT, heads, N, hd)
+    return out.transpose(1, 2).reshape(bt, length - 1, -1)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_attention_backward_matches_sdpa(dtype):
+def test_patch_query_attention_matches_sdpa(dtype):
     gen = torch.Generator().manual_seed(0)
-    qkv0 = torch.randn(3, 11, 3, 2, 16, generator=gen).to(dtype)  # (BT, 1+N, 3, heads, hd)
+    qkv0 = torch.randn(3, 11, 3 * 2 * 16, generator=gen).to(dtype)  # (BT, 1+N, 3d), 2 heads
 
     def run(fn):
         qkv = qkv0.clone().requires_grad_(True)
-        q = qkv[:, 1:, 0].transpose(1, 2)  # patch queries only, as in the side network
-        k, v = qkv[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
-        out = fn(q, k, v)
+        out = fn(qkv, 2)
         (grad,) = torch.autograd.grad(out.float().square().sum(), qkv)
         return out, grad
 
-    out, grad = run(attention)
-    ref_out, ref_grad = run(F.scaled_dot_product_attention)
-    tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=3e-2, rtol=3e-2)
+    out, grad = run(patch_query_attention)
+    ref_out, ref_grad = run(_plain_patch_query_attention)
+    assert out.shape == (3, 10, 32)
     torch.testing.assert_close(out, ref_out, atol=0, rtol=0)  # the forward is SDPA itself
+    tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=3e-2, rtol=3e-2)
     torch.testing.assert_close(grad, ref_grad, **tol)
+    assert grad.view(3, 11, 3, 32)[:, 0, 0].abs().max() == 0  # the class token never queries
     with torch.no_grad():
         torch.testing.assert_close(
-            attention(*[t.detach() for t in (qkv0[:, 1:, 0],) * 3]),
-            F.scaled_dot_product_attention(*(qkv0[:, 1:, 0],) * 3),
+            patch_query_attention(qkv0, 2), _plain_patch_query_attention(qkv0, 2)
         )
+    if dtype == torch.float32:
+        assert torch.autograd.gradcheck(
+            lambda t: patch_query_attention(t, 2), (qkv0[:2, :5, :].double().requires_grad_(),)
+        )
+
+
+@pytest.mark.parametrize(("kernel", "frames"), [(3, 8), (5, 4), (5, 2), (1, 3)])
+def test_temporal_depthwise_conv_is_conv3d(kernel, frames):
+    """The tokens-last op equals a depthwise Conv3d (k, 1, 1) with zero padding, in value and
+    in every gradient, including a kernel longer than the clip."""
+    gen = torch.Generator().manual_seed(0)
+    channels, grid = 6, 3
+    conv = torch.nn.Conv3d(
+        channels, channels, (kernel, 1, 1), padding=(kernel // 2, 0, 0), groups=channels
+    ).double()
+    x = torch.randn(2, frames, grid * grid, channels, generator=gen, dtype=torch.float64)
+    x.requires_grad_(True)
+    weight = conv.weight.detach().view(channels, kernel).clone().requires_grad_(True)
+    bias = conv.bias.detach().clone().requires_grad_(True)
+    out = temporal_depthwise_conv(x, weight, bias)
+    video = x.view(2, frames, grid, grid, channels).permute(0, 4, 1, 2, 3)  # (B, C, T, g, g)
+    ref = conv(video).permute(0, 2, 3, 4, 1).reshape(out.shape)
+    torch.testing.assert_close(out, ref)
+    g = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+    grads = torch.autograd.grad(out, [x, weight, bias], g)
+    ref_grads = torch.autograd.grad(ref, [x, conv.weight, conv.bias], g)
+    for a, b in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(a, b.view(a.shape))
+    x_small = x[:, :, :2].detach().clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(temporal_depthwise_conv, (x_small, weight, None))

@@ -1,18 +1,23 @@
-"""Memory-lean autograd functions for the side network's hot path.
+"""Lean autograd functions for the side network's hot path.
 
-Each computes exactly what its plain PyTorch composition computes (the tests compare values
-and gradients) but keeps less for backward:
+Each computes what its plain PyTorch composition computes (the tests compare values and
+gradients) but keeps less for backward, or does less work in it:
 
 - ``frozen_norm_linear``: LayerNorm + Linear of frozen backbone tokens. Plain autograd keeps
   the LayerNorm's input (fp32 under CUDA autocast) *and* its bf16 output; no gradient ever
   flows into the frozen tokens, so only the normalised tokens in the compute dtype are kept
-  (half the bytes on CPU, a third on CUDA).
+  (half the bytes on CPU, a third on CUDA). Its backward needs one matmul, not two: the
+  LayerNorm's affine gradients follow from the weight-gradient product.
 - ``gelu_linear``: GELU then Linear, keeping only the GELU input; the GELU output that the
   Linear's weight gradient needs is recomputed (a pointwise op) instead of stored.
-- ``sigmoid_gate``: ``z + z * (sigmoid(y) - 0.5)`` keeping ``z`` and ``y`` only.
+- ``sigmoid_gate``: ``z + z * (sigmoid(y) - 0.5)`` keeping ``z`` and ``sigmoid(y)`` only.
 - ``layer_norm_in_dtype``: LayerNorm that, under autocast, runs on the bf16/fp16 activations
   (accumulating in fp32 inside the kernel) instead of on the fp32 copy CUDA autocast makes
   (CPU autocast already keeps LayerNorm in bf16).
+- ``patch_query_attention``: attention of the patch queries straight from the stacked qkv
+  projection; on the CPU a recomputing backward that returns one qkv gradient buffer.
+- ``temporal_depthwise_conv``: the (k, 1, 1) depthwise Conv3d on tokens-last input as
+  shifted multiply-adds, with no padded copy of the input.
 """
 
 from __future__ import annotations
@@ -48,14 +53,25 @@ class _FrozenNormLinear(torch.autograd.Function):
         with torch.autocast(grad_out.device.type, enabled=False):
             g = grad_out.to(dtype).reshape(-1, grad_out.shape[-1])  # (tokens, d)
             xh = xhat.reshape(-1, xhat.shape[-1])  # (tokens, D)
-            h = torch.addcmul(norm_bias.to(dtype), xh, norm_weight.to(dtype))  # recomputed
-            grad_weight = g.t().mm(h).float()  # (d, D)
-            # Reductions accumulate in fp32 inside the kernels whatever the dtype.
-            grad_bias = g.sum(0).float()
-            grad_h = g.mm(weight.to(dtype))  # (tokens, D)
-            grad_norm_weight = (grad_h * xh).sum(0).float()
-            grad_norm_bias = grad_h.sum(0).float()
-        return None, grad_norm_weight, grad_norm_bias, grad_weight, grad_bias, None, None
+            # With h = xhat * gamma + beta and out = h W^T + b, every gradient follows from
+            # m = g^T xhat (the one big matmul, the shape of W):
+            #   dW = m * gamma + db beta^T,  dgamma = sum_j W * m,  dbeta = db W.
+            # No (tokens, D) gradient of the LayerNorm output is ever formed.
+            m = g.t().mm(xh).float()  # (d, D)
+            grad_bias = g.sum(0).float()  # (d,); the kernel accumulates in fp32
+            w = weight.float()
+            grad_weight = torch.addr(m * norm_weight.float(), grad_bias, norm_bias.float())
+            grad_norm_weight = (m * w).sum(0)  # (D,)
+            grad_norm_bias = grad_bias @ w  # (D,)
+        return (
+            None,
+            grad_norm_weight.to(norm_weight.dtype),
+            grad_norm_bias.to(norm_bias.dtype),
+            grad_weight.to(weight.dtype),
+            grad_bias.to(weight.dtype),
+            None,
+            None,
+        )
 
 
 def frozen_norm_linear(
@@ -70,26 +86,30 @@ def frozen_norm_linear(
 class _GeluLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, weight, bias, dtype):
-        ctx.input_dtype = a.dtype
+        ctx.input_dtype, ctx.weight_dtype = a.dtype, weight.dtype
         with torch.autocast(a.device.type, enabled=False):
             a = a.to(dtype)
-            out = F.linear(F.gelu(a), weight.to(dtype), bias.to(dtype))
-        ctx.save_for_backward(a, weight)
+            w = weight.to(dtype)  # kept for backward: one cast per step, not two
+            out = F.linear(F.gelu(a), w, bias.to(dtype))
+        ctx.save_for_backward(a, w)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        a, weight = ctx.saved_tensors
-        dtype = a.dtype
-        with torch.enable_grad(), torch.autocast(grad_out.device.type, enabled=False):
-            a_ = a.detach().requires_grad_(True)
-            g = F.gelu(a_)  # recomputed, (..., 4d)
-            go = grad_out.to(dtype)
-            grad_weight = go.reshape(-1, go.shape[-1]).t().mm(g.detach().reshape(-1, g.shape[-1]))
-            grad_bias = go.reshape(-1, go.shape[-1]).sum(0).float()
-            grad_g = go.matmul(weight.to(dtype))
-            (grad_a,) = torch.autograd.grad(g, a_, grad_g)
-        return grad_a.to(ctx.input_dtype), grad_weight.float(), grad_bias, None
+        a, w = ctx.saved_tensors
+        with torch.autocast(grad_out.device.type, enabled=False):
+            go = grad_out.to(a.dtype).reshape(-1, grad_out.shape[-1])  # (tokens, d)
+            g = F.gelu(a).reshape(-1, a.shape[-1])  # recomputed, (tokens, 4d)
+            grad_weight = go.t().mm(g)  # (d, 4d)
+            grad_bias = go.sum(0)  # the kernel accumulates in fp32
+            grad_g = go.mm(w).view(a.shape)  # (..., 4d)
+            grad_a = torch.ops.aten.gelu_backward(grad_g, a)
+        return (
+            grad_a.to(ctx.input_dtype),
+            grad_weight.to(ctx.weight_dtype),
+            grad_bias.to(ctx.weight_dtype),
+            None,
+        )
 
 
 def gelu_linear(a: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
@@ -100,20 +120,20 @@ def gelu_linear(a: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
 class _SigmoidGate(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, y):
-        ctx.save_for_backward(z, y)
-        return z + z * (torch.sigmoid(y) - 0.5)
+        s = torch.sigmoid(y)
+        ctx.save_for_backward(z, s)
+        return torch.addcmul(z, z, s - 0.5)
 
     @staticmethod
     def backward(ctx, grad_out):
-        z, y = ctx.saved_tensors
-        s = torch.sigmoid(y)
-        grad_z = grad_out * (s + 0.5)
-        grad_y = grad_out * z * s * (1.0 - s)
+        z, s = ctx.saved_tensors
+        grad_z = torch.addcmul(grad_out, grad_out, s - 0.5)  # grad (s + 0.5)
+        grad_y = torch.addcmul(s, s, s, value=-1.0).mul_(z).mul_(grad_out)  # grad z s (1-s)
         return grad_z, grad_y
 
 
 def sigmoid_gate(z: Tensor, y: Tensor) -> Tensor:
-    """``z + z * (sigmoid(y) - 0.5)`` keeping only ``z`` and ``y``."""
+    """``z + z * (sigmoid(y) - 0.5)`` keeping only ``z`` and ``sigmoid(y)``."""
     if y.dtype != z.dtype:
         y = y.to(z.dtype)
     return _SigmoidGate.apply(z, y)
@@ -127,39 +147,137 @@ def layer_norm_in_dtype(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> 
         return F.layer_norm(x, x.shape[-1:], weight.to(x.dtype), bias.to(x.dtype), eps)
 
 
-class _AttentionRecomputeBackward(torch.autograd.Function):
-    """scaled_dot_product_attention forward; backward recomputes the probabilities with
-    batched matmuls (a full-matrix flash-attention backward). Used on the CPU, where the fused
-    kernel's backward is several times slower than this for the side network's shapes."""
+class _PatchQueryAttentionCPU(torch.autograd.Function):
+    """Multi-head attention of the patch queries over all tokens, straight from the stacked
+    qkv projection. The forward is ``scaled_dot_product_attention``; the backward recomputes
+    the probabilities with batched matmuls (a full-matrix flash-attention backward) and
+    writes the q, k and v gradients into one (BT, 1+N, 3d) buffer, so that autograd never
+    zero-fills and sums three sliced gradients. CPU only: PyTorch's CPU flash-attention
+    backward is several times slower than this for the side network's shapes."""
 
     @staticmethod
-    def forward(ctx, q, k, v):
-        out = F.scaled_dot_product_attention(q, k, v)  # (..., Nq, hd)
-        ctx.save_for_backward(q, k, v, out)
+    def forward(ctx, qkv, num_heads):
+        q, k, v = _split_qkv(qkv, num_heads)  # (BT, h, N, hd), (BT, h, 1+N, hd) x 2
+        out = F.scaled_dot_product_attention(q, k, v)  # (BT, h, N, hd)
+        out = _merge_heads(out)  # (BT, N, d)
+        ctx.num_heads = num_heads
+        ctx.save_for_backward(qkv, out)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, k, v, out = ctx.saved_tensors
-        scale = q.shape[-1] ** -0.5
-        grad_out = grad_out.to(out.dtype)
-        probs = torch.softmax(q.matmul(k.transpose(-1, -2)) * scale, dim=-1)  # (..., Nq, Nk)
-        grad_v = probs.transpose(-1, -2).matmul(grad_out)  # (..., Nk, hd)
-        grad_probs = grad_out.matmul(v.transpose(-1, -2))  # (..., Nq, Nk)
-        row = (grad_out * out).sum(-1, keepdim=True)  # (..., Nq, 1): sum_k p * dp
-        grad_scores = probs * (grad_probs - row) * scale  # (..., Nq, Nk)
-        grad_q = grad_scores.matmul(k)  # (..., Nq, hd)
-        grad_k = grad_scores.transpose(-1, -2).matmul(q)  # (..., Nk, hd)
-        return grad_q, grad_k, grad_v
+        qkv, out = ctx.saved_tensors
+        bt, length, _ = qkv.shape
+        q, k, v = _split_qkv(qkv, ctx.num_heads)
+        heads, hd = q.shape[1], q.shape[-1]
+        scale = hd**-0.5
+        # Contiguous operands once, so that no batched matmul below copies its inputs.
+        go = _split_heads(grad_out.to(out.dtype), heads).contiguous()  # (BT, h, N, hd)
+        q = torch.mul(q, scale, out=q.new_empty(q.shape))  # (BT, h, N, hd)
+        k, v = k.contiguous(), v.contiguous()  # (BT, h, 1+N, hd)
+        probs = torch.softmax(q.matmul(k.mT), dim=-1)  # (BT, h, N, 1+N)
+        grad_qkv = qkv.new_empty(bt, length, 3, heads, hd)
+        grad_q, grad_k, grad_v = (grad_qkv[:, :, i].transpose(1, 2) for i in range(3))
+        grad_v.copy_(probs.mT.matmul(go))  # (BT, h, 1+N, hd)
+        grad_probs = go.matmul(v.mT)  # (BT, h, N, 1+N)
+        # probs * (grad_probs - sum(probs * grad_probs)): the softmax backward, one kernel.
+        grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
+        grad_k.copy_(grad_scores.mT.matmul(q))  # (BT, h, 1+N, hd)
+        grad_q[:, :, 1:].copy_(grad_scores.matmul(k).mul_(scale))  # (BT, h, N, hd)
+        grad_q[:, :, 0].zero_()  # the class token does not query
+        return grad_qkv.view(qkv.shape), None
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """``scaled_dot_product_attention(q, k, v)`` (no mask, default scale), (..., N, hd).
+def _split_heads(x: Tensor, num_heads: int) -> Tensor:
+    """(BT, n, d) -> (BT, h, n, hd) view."""
+    return x.unflatten(-1, (num_heads, -1)).transpose(1, 2)
 
-    On CUDA it is exactly that (fused kernels forward and backward). On the CPU the forward is
-    the same call and the backward recomputes the attention probabilities with batched matmuls,
-    because PyTorch's CPU flash-attention backward is the slowest op of a side-network step.
+
+def _merge_heads(x: Tensor) -> Tensor:
+    """(BT, h, n, hd) -> (BT, n, d)."""
+    return x.transpose(1, 2).flatten(2)
+
+
+def _split_qkv(qkv: Tensor, num_heads: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Views of a stacked (BT, 1+N, 3d) projection: patch queries (BT, h, N, hd), keys and
+    values (BT, h, 1+N, hd)."""
+    bt, length, three_d = qkv.shape
+    qkv = qkv.view(bt, length, 3, num_heads, three_d // (3 * num_heads))
+    q = qkv[:, 1:, 0].transpose(1, 2)
+    return q, qkv[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
+
+
+def patch_query_attention(qkv: Tensor, num_heads: int) -> Tensor:
+    """Attention in which only the patch tokens query: (BT, 1+N, 3d) -> (BT, N, d).
+
+    ``qkv`` stacks queries, keys and values as nn.MultiheadAttention's in_proj does. The
+    result is ``scaled_dot_product_attention`` (no mask, default scale) over all 1+N keys
+    for the N patch queries. On CUDA that call runs fused forward and backward; on the CPU
+    the backward recomputes the probabilities instead (see ``_PatchQueryAttentionCPU``).
     """
-    if q.device.type == "cpu" and torch.is_grad_enabled() and q.requires_grad:
-        return _AttentionRecomputeBackward.apply(q, k, v)
-    return F.scaled_dot_product_attention(q, k, v)
+    if qkv.device.type == "cpu" and torch.is_grad_enabled() and qkv.requires_grad:
+        return _PatchQueryAttentionCPU.apply(qkv, num_heads)
+    out = F.scaled_dot_product_attention(*_split_qkv(qkv, num_heads))  # (BT, h, N, hd)
+    return _merge_heads(out)
+
+
+class _TemporalDepthwiseConv(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        taps = weight.t().to(x.dtype).contiguous()  # (k, C): contiguous rows broadcast fast
+        centre = taps.shape[0] // 2
+        # (B, T, N, C): the centre tap (plus bias), then the shifted taps added in place
+        out = x * taps[centre] if bias is None else torch.addcmul(bias.to(x.dtype), x, taps[centre])
+        for j, (dst, src) in _time_shifts(x.shape[1], taps.shape[0]):
+            out[:, dst].addcmul_(x[:, src], taps[j])
+        ctx.has_bias = bias is not None
+        ctx.save_for_backward(x, taps, weight)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, taps, weight = ctx.saved_tensors
+        grad_out = grad_out.to(x.dtype)
+        centre = taps.shape[0] // 2
+        dims, acc = (0, 1, 2), torch.promote_types(x.dtype, torch.float32)  # C-sized results
+        grad_x = grad_taps = None
+        if ctx.needs_input_grad[0]:
+            grad_x = grad_out * taps[centre]
+            for j, (dst, src) in _time_shifts(x.shape[1], taps.shape[0]):
+                grad_x[:, src].addcmul_(grad_out[:, dst], taps[j])
+        if ctx.needs_input_grad[1]:
+            grad_taps = x.new_zeros(taps.shape, dtype=acc)  # (k, C)
+            grad_taps[centre] = (grad_out * x).sum(dims)
+            for j, (dst, src) in _time_shifts(x.shape[1], taps.shape[0]):
+                grad_taps[j] = (grad_out[:, dst] * x[:, src]).sum(dims)
+            grad_taps = grad_taps.t().to(weight.dtype)  # (C, k)
+        grad_bias = None
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad_out.sum(dims).to(weight.dtype)
+        return grad_x, grad_taps, grad_bias
+
+
+def _time_shifts(num_frames: int, kernel_size: int) -> list[tuple[int, tuple[slice, slice]]]:
+    """(tap j, (output frames, input frames)) of the off-centre taps of a temporal kernel with
+    zero padding: output frame t sees input frame t + j - k // 2."""
+    centre, shifts = kernel_size // 2, []
+    for j in range(kernel_size):
+        s = j - centre
+        if s == 0 or abs(s) >= num_frames:
+            continue
+        if s > 0:
+            shifts.append((j, (slice(0, num_frames - s), slice(s, num_frames))))
+        else:
+            shifts.append((j, (slice(-s, num_frames), slice(0, num_frames + s))))
+    return shifts
+
+
+def temporal_depthwise_conv(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """Depthwise convolution over time with zero padding k // 2 on (B, T, N, C) input.
+
+    ``weight`` is (C, k) and ``bias`` (C,) or None: the same function as
+    ``nn.Conv3d(C, C, (k, 1, 1), padding=(k // 2, 0, 0), groups=C)`` on (B, C, T, g, g),
+    computed tokens-last as a sum of time-shifted, per-channel scaled frames. Runs in x's
+    dtype (the autocast dtype of the activations it follows).
+    """
+    return _TemporalDepthwiseConv.apply(x, weight, bias)

@@ -26,12 +26,13 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from tdsclip.models.ops import (
-    attention,
     compute_dtype,
     frozen_norm_linear,
     gelu_linear,
     layer_norm_in_dtype,
+    patch_query_attention,
     sigmoid_gate,
+    temporal_depthwise_conv,
 )
 
 TDKind = Literal["maxpool", "conv", "direct"]
@@ -109,14 +110,7 @@ class TemporalDepthwiseConv(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: Tensor) -> Tensor:
-        weight = self.weight.to(x.dtype)  # (C, k); keep autocast's dtype (no fp32 promotion)
-        out = None
-        for j, xj in enumerate(_shifted_along_time(x, self.kernel_size)):
-            term = xj * weight[:, j]
-            out = term if out is None else out + term
-        if self.bias is not None:
-            out = out + self.bias.to(x.dtype)
-        return out
+        return temporal_depthwise_conv(x, self.weight, self.bias)  # (B, T, N, C), x's dtype
 
 
 def temporal_max_pool(x: Tensor, kernel_size: int) -> Tensor:
@@ -226,13 +220,8 @@ class PatchQueryAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, s: Tensor) -> Tensor:
-        bt, length, dim = s.shape
-        qkv = self.qkv(s).view(bt, length, 3, self.num_heads, dim // self.num_heads)
-        q = qkv[:, 1:, 0].transpose(1, 2)  # (BT, heads, N, hd)
-        k = qkv[:, :, 1].transpose(1, 2)  # (BT, heads, 1+N, hd)
-        v = qkv[:, :, 2].transpose(1, 2)  # (BT, heads, 1+N, hd)
-        out = attention(q, k, v)  # (BT, heads, N, hd): scaled_dot_product_attention
-        out = out.transpose(1, 2).reshape(bt, length - 1, dim)  # (BT, N, d)
+        qkv = self.qkv(s)  # (BT, 1+N, 3d)
+        out = patch_query_attention(qkv, self.num_heads)  # (BT, N, d)
         return self.proj(out)
 
 
@@ -301,7 +290,8 @@ class TDSBlock(nn.Module):
         clip = clip + self.drop_path(y)
         x = clip.view(bt, n, d)
 
-        s = torch.cat([shift_class_token(cls, num_frames), x + pos], dim=1)  # (BT, 1+N, d)
+        # pos in x's dtype: an fp32 sum would make the LayerNorm and its saved input fp32.
+        s = torch.cat([shift_class_token(cls, num_frames), x + pos.to(x.dtype)], dim=1)
         norm = self.attn_norm
         s = layer_norm_in_dtype(s, norm.weight, norm.bias, norm.eps)  # (BT, 1+N, d)
         x = x + self._drop_clip(self.attn(s), num_frames)
@@ -530,7 +520,8 @@ class SideNetwork(nn.Module):
         count = 0
         for proj, block, feats in zip(self.proj, self.blocks, layers, strict=False):
             p = proj(feats)  # (BT, 1+N, d)
-            x = self.layer_mix * x + (1.0 - self.layer_mix) * p[:, 1:]  # (BT, N, d)
+            # layer_mix * x + (1 - layer_mix) * patches, in one pass: (BT, N, d)
+            x = torch.lerp(p[:, 1:], x, self.layer_mix)
             cls = p[:, :1]  # (BT, 1, d)
             if self.grad_checkpointing and torch.is_grad_enabled():
                 x = checkpoint(block, x, cls, self.pos_embed, num_frames, use_reentrant=False)

@@ -15,10 +15,16 @@ closest CPU analogue of CUDA's max-allocated ("peak MB", "MB/clip" columns).
 their ``clip/model.py`` is imported from there at run time, never copied into tdsclip.
 
 Printed: a table per implementation and batch size, with the training step time, clips/s,
-the frozen backbone's forward alone on the same input (the floor, timed in the same
-processes, alternating with the training steps) and the ratio to it, the peak memory and its
-growth per extra clip, and (with a reference) the ratios to the authors'. Every configuration
-runs in ``--rounds`` interleaved child processes; times are medians over all of them.
+the frozen backbone's forward alone on the same input (the floor: our tower, timed in the
+same processes, alternating with the training steps; the reference's processes build a copy
+of our tower for it) and the ratio to it, the peak memory and its growth per extra clip, and
+(with a reference) the ratios to the authors': of the median step times ("time vs ref") and
+of the steps read against their own processes' floors ("floor-read vs ref", which a machine
+that runs some processes 5-10% slower than others does not move). The "rss" columns come
+from the timing processes; only their growth per clip is compared, since the reference's
+copy of our tower adds the same offset at every batch size. Every configuration runs in
+``--rounds`` interleaved child processes; times are medians over all of them.
+``--from-json`` prints a saved report again; ``--markdown`` adds the README's table.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import importlib.util
 import json
 import logging
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -86,9 +93,11 @@ def build_reference(repo: Path, cfg: Any) -> tuple[torch.nn.Module, Any]:
         raise FileNotFoundError(f"no clip/model.py under {repo}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    from tdsclip.models.backbone import open_clip_vision_dims
+    from tdsclip.models.factory import backbone_dims
 
-    dims = open_clip_vision_dims(cfg.model.backbone.name)
+    b = cfg.model.backbone
+    keys = ("image_size", "patch_size", "width", "layers", "heads", "mlp_ratio")
+    dims = backbone_dims(b.name, **{k: b[k] for k in keys})
     real_print = builtins.print
     builtins.print = lambda *a, **k: None  # their constructor prints; keep our output clean
     try:
@@ -121,6 +130,13 @@ def build_reference(repo: Path, cfg: Any) -> tuple[torch.nn.Module, Any]:
 
 
 # ------------------------------------------------------------------------------ child
+def _floor_backbone(cfg: Any, device: torch.device, dtype: torch.dtype | None):
+    from tdsclip.models import build_backbone
+
+    backbone = build_backbone(cfg.model).to(device)
+    return backbone.cast_weights(dtype) if dtype is not None else backbone
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -200,7 +216,11 @@ def child_measure(spec: dict[str, Any]) -> dict[str, Any]:
 
     result: dict[str, Any] = {"impl": impl, "mode": mode, "batch": batch}
     if spec["what"] == "train":
-        backbone = None if impl == "reference" else model.backbone
+        # The floor, timed in every timing process (the reference's too, with our tower) so
+        # that each step time can be read against the machine's speed at that moment.
+        backbone = None
+        if spec.get("floor", True):
+            backbone = model.backbone if impl == "ours" else _floor_backbone(cfg, device, dtype)
         centre = video[:, :, cfg.data.num_local_frames // 2].flatten(0, 1)  # (BT, 3, H, W)
 
         def backbone_forward() -> None:
@@ -287,6 +307,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {
         "experiment": args.experiment,
         "overrides": args.overrides,
+        "machine": machine_info(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
         "precision": args.precision,
@@ -320,18 +341,20 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 run["backbone_times"] += child["backbone_times"]
                 run["saved_mb"] = child["saved_mb"]
                 run.setdefault("peaks", []).append(child["peak_mb"])
-        floors = [t for run in runs.values() for t in run["backbone_times"]]
         for (impl, mode), run in runs.items():
             run["step_s"] = statistics.median(run["step_times"])
-            run["backbone_s"] = statistics.median(floors)
+            run["backbone_s"] = statistics.median(run["backbone_times"])
             peak = min(run.pop("peaks"))
+            # Peak memory from one more child that times no floor (the reference's timing
+            # children hold a copy of our tower for it); on the CPU with freed memory going
+            # back to the OS at once. The timing children's peak stays as "rss" on the CPU.
+            spec = {**base, "impl": impl, "mode": mode, "batch": batch, "what": "train",
+                    "warmup": 1, "repeats": 1, "floor": False}  # fmt: skip
             if device.type == "cpu":
                 run["rss_mb"] = peak
-                spec = {**base, "impl": impl, "mode": mode, "batch": batch, "what": "train",
-                        "warmup": 1, "repeats": 1}  # fmt: skip
                 run["peak_mb"] = run_child(spec, env=MMAP_ENV)["peak_mb"]
             else:
-                run["peak_mb"] = peak
+                run["peak_mb"] = run_child(spec)["peak_mb"]
             report["runs"].append(run)
     for impl, mode in impls:
         run = run_child({**base, "impl": impl, "mode": mode, "batch": 1, "what": "inference"})
@@ -362,9 +385,69 @@ def _derive(report: dict[str, Any]) -> None:
         if ref is None:
             continue
         r["time_vs_reference"] = r["step_s"] / ref["step_s"]
+        # The same ratio with each step time read against the floor timed beside it in its
+        # own processes: robust to a machine that runs some processes slower than others.
+        r["floor_time_vs_reference"] = r["vs_backbone"] / ref["vs_backbone"]
         for key in ("mb_per_clip", "rss_mb_per_clip"):
             if key in r and key in ref:
                 r[key.replace("per_clip", "vs_reference")] = r[key] / ref[key]
+
+
+def machine_info() -> dict[str, Any]:
+    """What the numbers were measured on: CPU model, cores, GPU, library versions."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpu": cpu,
+        "cpu_cores": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _machine_line(report: dict[str, Any]) -> str:
+    m = report.get("machine")
+    if not m:
+        return "machine not recorded"
+    gpu = f", {m['gpu']}" if m.get("gpu") else ""
+    return f"{m['cpu']} ({m['cpu_cores']} cores{gpu}), torch {m['torch']}, Python {m['python']}"
+
+
+_MARKDOWN_COLUMNS = [
+    ("impl", "impl", "s"), ("mode", "mode", "s"), ("batch", "batch", "d"),
+    ("step_s", "step s", ".3f"), ("clips_per_s", "clips/s", ".3f"),
+    ("vs_backbone", "x backbone", ".2f"), ("mb_per_clip", "MB/clip", ".0f"),
+    ("rss_mb_per_clip", "rss MB/clip", ".0f"), ("time_vs_reference", "time vs authors'", ".2f"),
+    ("floor_time_vs_reference", "floor-read time vs authors'", ".2f"),
+    ("mb_vs_reference", "MB/clip vs authors'", ".2f"),
+    ("rss_mb_vs_reference", "rss vs authors'", ".2f"),
+]  # fmt: skip
+
+
+def format_markdown(report: dict[str, Any]) -> str:
+    """The report as the Markdown table the README shows, with the machine it came from."""
+    names = {"ours": "tdsclip", "reference": "authors'"}
+    lines = [
+        f"Machine: {_machine_line(report)}; {report['threads']} threads, "
+        f"{report['precision']}, experiment {report['experiment'] or 'default'}.",
+        "",
+        "| " + " | ".join(title for _, title, _ in _MARKDOWN_COLUMNS) + " |",
+        "| "
+        + " | ".join("---" if spec == "s" else "---:" for *_, spec in _MARKDOWN_COLUMNS)
+        + " |",
+    ]
+    for r in report["runs"]:
+        cells = []
+        for key, _, spec in _MARKDOWN_COLUMNS:
+            value = names.get(r[key], r[key]) if key == "impl" else r.get(key)
+            cells.append("" if value is None else format(value, spec))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -372,6 +455,7 @@ def format_report(report: dict[str, Any]) -> str:
     paper = f"{f['paper']:.1f}" if f["paper"] is not None else "n/a"
     lines = [
         f"experiment {report['experiment'] or 'default'} {' '.join(report['overrides'])}",
+        f"machine {_machine_line(report)}",
         f"device {report['device']} ({report['threads']} threads), precision {report['precision']}",
         f"parameters: trainable {p['trainable']:,}, frozen {p['frozen']:,}",
         f"TFLOPs per view (multiply-adds): ours {f['ours']:.3f}, paper {paper}",
@@ -385,6 +469,7 @@ def format_report(report: dict[str, Any]) -> str:
         ("peak_mb", "peak MB", ".0f"), ("mb_per_clip", "MB/clip", ".0f"),
         ("saved_mb_per_clip", "saved MB/clip", ".0f"),
         ("time_vs_reference", "time vs ref", ".2f"),
+        ("floor_time_vs_reference", "floor-read vs ref", ".2f"),
         ("mb_vs_reference", "MB/clip vs ref", ".2f"),
         ("rss_mb_per_clip", "rss MB/clip", ".0f"),
         ("rss_mb_vs_reference", "rss vs ref", ".2f"),
@@ -438,6 +523,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="local checkout of BBYL9413/TDS-CLIP to time beside ours",
     )
     parser.add_argument("--json", type=Path, default=None, help="write the report here")
+    parser.add_argument(
+        "--markdown", action="store_true", help="also print the table as Markdown (README)"
+    )
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        default=None,
+        help="print a saved report (from --json) instead of measuring",
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data.num_frames=16")
     return parser.parse_args(argv)
 
@@ -452,9 +546,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
-    report = benchmark(args)
+    report = json.loads(args.from_json.read_text()) if args.from_json else benchmark(args)
     sys.stdout.write(format_report(report) + "\n")
-    if args.json:
+    if args.markdown:
+        sys.stdout.write("\n" + format_markdown(report) + "\n")
+    if args.json and not args.from_json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         log.info("wrote %s", args.json)
 

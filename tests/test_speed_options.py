@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from conftest import tiny_model, tiny_video
 
@@ -109,3 +111,38 @@ def test_benchmark_script_on_the_tiny_model(tmp_path):
         runs[("checkpointing", 2)]["saved_mb_per_clip"] < runs[("default", 2)]["saved_mb_per_clip"]
     )
     assert {r["mode"] for r in report["inference"]} == {"default", "checkpointing"}
+    assert report["machine"]["cpu_cores"] >= 1 and report["machine"]["torch"] == torch.__version__
+
+    # A saved report renders again, as text and as the README's Markdown table.
+    cmd = [sys.executable, "-m", "tdsclip.benchmark", "--from-json", str(out), "--markdown"]
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert again.returncode == 0, again.stderr[-3000:]
+    rows = [line for line in again.stdout.splitlines() if line.startswith("| tdsclip |")]
+    assert len(rows) == 4
+    step = runs[("default", 2)]["step_s"]
+    assert any(f"| default | 2 | {step:.3f} |" in row for row in rows)
+    assert "Machine: " + report["machine"]["cpu"] in again.stdout
+
+
+@pytest.mark.skipif(
+    not os.environ.get("TDSCLIP_REFERENCE_REPO"),
+    reason="set TDSCLIP_REFERENCE_REPO to a local checkout of BBYL9413/TDS-CLIP",
+)
+def test_benchmark_times_the_authors_model_beside_ours(tmp_path):
+    out = tmp_path / "bench.json"
+    repo = os.environ["TDSCLIP_REFERENCE_REPO"]
+    cmd = [sys.executable, "-m", "tdsclip.benchmark", "--experiment", "", "--batch-sizes", "1",
+           "2", "--warmup", "0", "--repeats", "1", "--rounds", "1", "--modes", "default",
+           "--reference-repo", repo, "--json", str(out)]  # fmt: skip
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    runs = {(r["impl"], r["batch"]): r for r in json.loads(out.read_text())["runs"]}
+    assert set(runs) == {(i, b) for i in ("ours", "reference") for b in (1, 2)}
+    for r in runs.values():  # every process timed its own floor
+        assert len(r["backbone_times"]) == 1 and r["backbone_s"] > 0
+    ours, ref = runs[("ours", 2)], runs[("reference", 2)]
+    assert ref["time_vs_reference"] == 1.0 and ref["mb_vs_reference"] == 1.0
+    assert ours["time_vs_reference"] == pytest.approx(ours["step_s"] / ref["step_s"])
+    assert ours["floor_time_vs_reference"] == pytest.approx(
+        ours["vs_backbone"] / ref["vs_backbone"]
+    )

@@ -1,7 +1,7 @@
 """TDS-CLIP model: frozen CLIP tower, side network, factory and converter helpers."""
 
 from tdsclip.models.backbone import FrozenCLIPViT
-from tdsclip.models.factory import build_model, create_backbone, create_tdsclip
+from tdsclip.models.factory import build_backbone, build_model, create_backbone, create_tdsclip
 from tdsclip.models.side import SideNetwork, SMEStem, TDAdapter, TDSBlock
 from tdsclip.models.summary import count_parameters, format_parameter_table, parameter_summary
 from tdsclip.models.tdsclip import TDSCLIP
@@ -13,6 +13,7 @@ __all__ = [
     "SideNetwork",
     "TDAdapter",
     "TDSBlock",
+    "build_backbone",
     "build_model",
     "count_parameters",
     "create_backbone",

@@ -18,6 +18,19 @@ log = logging.getLogger(__name__)
 RANDOM_TOWER_SEED = 0
 
 
+def backbone_dims(name: str | None, **overrides: int | float | None) -> dict[str, Any]:
+    """Tower dims (image_size, patch_size, width, layers, heads, mlp_ratio) of an open_clip
+    model name, the non-None ``overrides`` replacing them; with ``name=None`` all are needed."""
+    dims: dict[str, Any] = open_clip_vision_dims(name) if name else {"mlp_ratio": 4.0}
+    keys = ("image_size", "patch_size", "width", "layers", "heads", "mlp_ratio")
+    if unknown := sorted(set(overrides) - set(keys)):
+        raise TypeError(f"unknown backbone dims {unknown}")
+    dims.update({k: v for k, v in overrides.items() if v is not None})
+    if missing := [k for k in keys if dims.get(k) is None]:
+        raise ValueError(f"backbone needs a model name or explicit {missing}")
+    return dims
+
+
 def create_backbone(
     *,
     name: str | None = "ViT-B-16",
@@ -35,18 +48,15 @@ def create_backbone(
     With ``name=None`` every dim must be given (tiny test backbones). ``pretrained`` is a
     local weights file; ``None`` gives a random tower, the same one every time (seed 0).
     """
-    dims: dict[str, Any] = open_clip_vision_dims(name) if name else {"mlp_ratio": 4.0}
-    overrides = {
-        "image_size": image_size,
-        "patch_size": patch_size,
-        "width": width,
-        "layers": layers,
-        "heads": heads,
-        "mlp_ratio": mlp_ratio,
-    }
-    dims.update({k: v for k, v in overrides.items() if v is not None})
-    if missing := [k for k in overrides if dims.get(k) is None]:
-        raise ValueError(f"backbone needs a model name or explicit {missing}")
+    dims = backbone_dims(
+        name,
+        image_size=image_size,
+        patch_size=patch_size,
+        width=width,
+        layers=layers,
+        heads=heads,
+        mlp_ratio=mlp_ratio,
+    )
     # A tower without pretrained weights is always the same one: training checkpoints never
     # store the frozen tower, so rebuilding it from the config must give the same weights.
     with torch.random.fork_rng(devices=[]):
@@ -119,10 +129,10 @@ def parse_td_layers(value: Any, num_layers: int) -> list[int] | None:
     return layers
 
 
-def build_model(cfg: Mapping[str, Any]) -> TDSCLIP:
-    """TDS-CLIP from the ``model`` config group (see ``configs/model/*.yaml``)."""
-    b, s = cfg["backbone"], cfg["side"]
-    backbone = create_backbone(
+def build_backbone(cfg: Mapping[str, Any]) -> FrozenCLIPViT:
+    """The frozen tower alone from the ``model`` config group."""
+    b = cfg["backbone"]
+    return create_backbone(
         name=b["name"],
         image_size=b["image_size"],
         patch_size=b["patch_size"],
@@ -133,6 +143,12 @@ def build_model(cfg: Mapping[str, Any]) -> TDSCLIP:
         quick_gelu=b["quick_gelu"],
         pretrained=b["pretrained"],
     )
+
+
+def build_model(cfg: Mapping[str, Any]) -> TDSCLIP:
+    """TDS-CLIP from the ``model`` config group (see ``configs/model/*.yaml``)."""
+    s = cfg["side"]
+    backbone = build_backbone(cfg)
     if s["td_kind"] not in TD_KINDS:
         raise ValueError(f"model.side.td_kind must be one of {TD_KINDS}, got {s['td_kind']!r}")
     return create_tdsclip(

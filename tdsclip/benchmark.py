@@ -6,9 +6,11 @@
 Random weights at full size; nothing is downloaded or read besides the configs. Every
 (implementation, mode, batch size) is measured in fresh child processes so that the peak
 memory of one cannot hide in another's: CUDA max-allocated on a GPU, peak RSS on the CPU.
-On the CPU the peak RSS is measured twice: in the timing child, with the default allocator
-("rss" columns, which include glibc's heap high-water mark and vary by tens of MB from run to
-run), and in a second child with glibc's ``MALLOC_MMAP_THRESHOLD_`` fixed at 64 KiB, so that
+On the CPU the peak RSS is measured twice: in the timing child, whose allocator is set as
+``python -m tdsclip.train`` sets it (``trainer.cpu_keep_freed_memory``: freed memory kept for
+reuse; ``--default-allocator`` times with glibc's defaults instead) ("rss" columns, which
+include the heap's high-water mark and vary by tens of MB from run to run), and in a second
+child with glibc's ``MALLOC_MMAP_THRESHOLD_`` fixed at 64 KiB, so that
 every freed tensor goes back to the OS at once and the RSS follows the live tensors, the
 closest CPU analogue of CUDA's max-allocated ("peak MB", "MB/clip" columns).
 ``--reference-repo`` points at a local checkout of the authors' code (BBYL9413/TDS-CLIP);
@@ -189,6 +191,13 @@ def child_measure(spec: dict[str, Any]) -> dict[str, Any]:
     labels = torch.randint(0, cfg.model.num_classes, (batch,), device=device)
     impl, mode = spec["impl"], spec["mode"]
 
+    if spec["what"] == "train" and spec.get("floor", True) and device.type == "cpu":
+        # What `python -m tdsclip.train` does on the CPU (trainer.cpu_keep_freed_memory), for
+        # every implementation alike; not in the memory child, whose allocator setting
+        # makes its RSS follow the live tensors.
+        keeps_freed = spec["keep_freed_memory"] and runtime.keep_freed_memory()
+    else:
+        keeps_freed = False
     if impl == "reference":
         model, forward = build_reference(Path(spec["reference_repo"]), cfg)
         model.to(device).train()
@@ -214,7 +223,12 @@ def child_measure(spec: dict[str, Any]) -> dict[str, Any]:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    result: dict[str, Any] = {"impl": impl, "mode": mode, "batch": batch}
+    result: dict[str, Any] = {
+        "impl": impl,
+        "mode": mode,
+        "batch": batch,
+        "keep_freed_memory": keeps_freed,
+    }
     if spec["what"] == "train":
         # The floor, timed in every timing process (the reference's too, with our tower) so
         # that each step time can be read against the machine's speed at that moment.
@@ -313,6 +327,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "precision": args.precision,
         "params": {"trainable": trainable, "frozen": frozen},
         "tflops_per_view": {"ours": tflops, "paper": paper},
+        "keep_freed_memory": not args.default_allocator and device.type == "cpu",
         "runs": [],
     }
     base = {
@@ -324,6 +339,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "repeats": args.repeats,
         "rounds": args.rounds,
         "reference_repo": str(args.reference_repo) if args.reference_repo else None,
+        "keep_freed_memory": not args.default_allocator,
     }
     impls = [("ours", mode) for mode in args.modes]
     if args.reference_repo:
@@ -340,6 +356,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 run["step_times"] += child["step_times"]
                 run["backbone_times"] += child["backbone_times"]
                 run["saved_mb"] = child["saved_mb"]
+                run["keep_freed_memory"] = child["keep_freed_memory"]
                 run.setdefault("peaks", []).append(child["peak_mb"])
         for (impl, mode), run in runs.items():
             run["step_s"] = statistics.median(run["step_times"])
@@ -410,6 +427,12 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def _allocator(report: dict[str, Any]) -> str:
+    if report.get("keep_freed_memory"):
+        return "glibc keeping freed memory (trainer.cpu_keep_freed_memory), timed steps"
+    return "default"
+
+
 def _machine_line(report: dict[str, Any]) -> str:
     m = report.get("machine")
     if not m:
@@ -434,7 +457,8 @@ def format_markdown(report: dict[str, Any]) -> str:
     names = {"ours": "tdsclip", "reference": "authors'"}
     lines = [
         f"Machine: {_machine_line(report)}; {report['threads']} threads, "
-        f"{report['precision']}, experiment {report['experiment'] or 'default'}.",
+        f"{report['precision']}, experiment {report['experiment'] or 'default'}, "
+        f"allocator {_allocator(report)}.",
         "",
         "| " + " | ".join(title for _, title, _ in _MARKDOWN_COLUMNS) + " |",
         "| "
@@ -457,6 +481,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"experiment {report['experiment'] or 'default'} {' '.join(report['overrides'])}",
         f"machine {_machine_line(report)}",
         f"device {report['device']} ({report['threads']} threads), precision {report['precision']}",
+        f"allocator {_allocator(report)}",
         f"parameters: trainable {p['trainable']:,}, frozen {p['frozen']:,}",
         f"TFLOPs per view (multiply-adds): ours {f['ours']:.3f}, paper {paper}",
         "",
@@ -521,6 +546,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         default=None,
         help="local checkout of BBYL9413/TDS-CLIP to time beside ours",
+    )
+    parser.add_argument(
+        "--default-allocator",
+        action="store_true",
+        help="CPU: time with glibc's defaults instead of trainer.cpu_keep_freed_memory",
     )
     parser.add_argument("--json", type=Path, default=None, help="write the report here")
     parser.add_argument(

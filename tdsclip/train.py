@@ -137,6 +137,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     dtype = runtime.amp_dtype(tc.precision)
     if tc.threads:
         torch.set_num_threads(int(tc.threads))
+    if device.type == "cpu" and tc.cpu_keep_freed_memory:
+        runtime.keep_freed_memory()
     runtime.set_deterministic(tc.deterministic)
     runtime.seed_everything(cfg.seed)  # identical model init on every rank
     ckpt_dir = run_dir / "checkpoints"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 
@@ -112,6 +113,10 @@ def test_benchmark_script_on_the_tiny_model(tmp_path):
     )
     assert {r["mode"] for r in report["inference"]} == {"default", "checkpointing"}
     assert report["machine"]["cpu_cores"] >= 1 and report["machine"]["torch"] == torch.__version__
+    # Timed like `python -m tdsclip.train` runs on the CPU: freed memory kept (glibc).
+    glibc = platform.libc_ver()[0] == "glibc"
+    assert report["keep_freed_memory"] is True
+    assert all(r["keep_freed_memory"] is glibc for r in report["runs"])
 
     # A saved report renders again, as text and as the README's Markdown table.
     cmd = [sys.executable, "-m", "tdsclip.benchmark", "--from-json", str(out), "--markdown"]

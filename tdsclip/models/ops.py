@@ -161,18 +161,18 @@ class _PatchQueryAttentionCPU(torch.autograd.Function):
         out = F.scaled_dot_product_attention(q, k, v)  # (BT, h, N, hd)
         out = _merge_heads(out)  # (BT, N, d)
         ctx.num_heads = num_heads
-        ctx.save_for_backward(qkv, out)
+        ctx.save_for_backward(qkv)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        qkv, out = ctx.saved_tensors
+        (qkv,) = ctx.saved_tensors
         bt, length, _ = qkv.shape
         q, k, v = _split_qkv(qkv, ctx.num_heads)
         heads, hd = q.shape[1], q.shape[-1]
         scale = hd**-0.5
         # Contiguous operands once, so that no batched matmul below copies its inputs.
-        go = _split_heads(grad_out.to(out.dtype), heads).contiguous()  # (BT, h, N, hd)
+        go = _split_heads(grad_out.to(qkv.dtype), heads).contiguous()  # (BT, h, N, hd)
         q = torch.mul(q, scale, out=q.new_empty(q.shape))  # (BT, h, N, hd)
         k, v = k.contiguous(), v.contiguous()  # (BT, h, 1+N, hd)
         probs = torch.softmax(q.matmul(k.mT), dim=-1)  # (BT, h, N, 1+N)

@@ -119,7 +119,7 @@ def keep_freed_memory() -> bool:
     A CPU training step allocates and frees hundreds of MB of activations. With glibc's
     defaults, large freed blocks go back to the OS (munmap, heap trimming) and return on the
     next step as page faults the kernel must zero-fill: tens of thousands per B/16 step on the
-    2-core VM, 5-10% of its time. With the mmap threshold at its maximum (32 MiB) and heap
+    2-core VM, 3-9% of its time. With the mmap threshold at its maximum (32 MiB) and heap
     trimming off, blocks below 32 MiB are reused. Like CUDA's caching allocator, the process
     then keeps its peak size between steps. Returns whether it took effect (glibc only).
     """

@@ -95,11 +95,10 @@ def build_reference(repo: Path, cfg: Any) -> tuple[torch.nn.Module, Any]:
         raise FileNotFoundError(f"no clip/model.py under {repo}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    from tdsclip.models.factory import backbone_dims
+    from tdsclip.models.factory import BACKBONE_DIM_KEYS, backbone_dims
 
     b = cfg.model.backbone
-    keys = ("image_size", "patch_size", "width", "layers", "heads", "mlp_ratio")
-    dims = backbone_dims(b.name, **{k: b[k] for k in keys})
+    dims = backbone_dims(b.name, **{k: b[k] for k in BACKBONE_DIM_KEYS})
     real_print = builtins.print
     builtins.print = lambda *a, **k: None  # their constructor prints; keep our output clean
     try:

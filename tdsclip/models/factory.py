@@ -18,15 +18,17 @@ log = logging.getLogger(__name__)
 RANDOM_TOWER_SEED = 0
 
 
+BACKBONE_DIM_KEYS = ("image_size", "patch_size", "width", "layers", "heads", "mlp_ratio")
+
+
 def backbone_dims(name: str | None, **overrides: int | float | None) -> dict[str, Any]:
-    """Tower dims (image_size, patch_size, width, layers, heads, mlp_ratio) of an open_clip
-    model name, the non-None ``overrides`` replacing them; with ``name=None`` all are needed."""
+    """Tower dims (``BACKBONE_DIM_KEYS``) of an open_clip model name, the non-None
+    ``overrides`` replacing them; with ``name=None`` all are needed."""
     dims: dict[str, Any] = open_clip_vision_dims(name) if name else {"mlp_ratio": 4.0}
-    keys = ("image_size", "patch_size", "width", "layers", "heads", "mlp_ratio")
-    if unknown := sorted(set(overrides) - set(keys)):
+    if unknown := sorted(set(overrides) - set(BACKBONE_DIM_KEYS)):
         raise TypeError(f"unknown backbone dims {unknown}")
     dims.update({k: v for k, v in overrides.items() if v is not None})
-    if missing := [k for k in keys if dims.get(k) is None]:
+    if missing := [k for k in BACKBONE_DIM_KEYS if dims.get(k) is None]:
         raise ValueError(f"backbone needs a model name or explicit {missing}")
     return dims
 

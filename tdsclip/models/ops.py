@@ -230,13 +230,13 @@ class _TemporalDepthwiseConv(torch.autograd.Function):
         out = x * taps[centre] if bias is None else torch.addcmul(bias.to(x.dtype), x, taps[centre])
         for j, (dst, src) in _time_shifts(x.shape[1], taps.shape[0]):
             out[:, dst].addcmul_(x[:, src], taps[j])
-        ctx.has_bias = bias is not None
-        ctx.save_for_backward(x, taps, weight)
+        ctx.has_bias, ctx.weight_dtype = bias is not None, weight.dtype
+        ctx.save_for_backward(x, taps)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, taps, weight = ctx.saved_tensors
+        x, taps = ctx.saved_tensors
         grad_out = grad_out.to(x.dtype)
         centre = taps.shape[0] // 2
         dims, acc = (0, 1, 2), torch.promote_types(x.dtype, torch.float32)  # C-sized results
@@ -250,10 +250,10 @@ class _TemporalDepthwiseConv(torch.autograd.Function):
             grad_taps[centre] = (grad_out * x).sum(dims)
             for j, (dst, src) in _time_shifts(x.shape[1], taps.shape[0]):
                 grad_taps[j] = (grad_out[:, dst] * x[:, src]).sum(dims)
-            grad_taps = grad_taps.t().to(weight.dtype)  # (C, k)
+            grad_taps = grad_taps.t().to(ctx.weight_dtype)  # (C, k)
         grad_bias = None
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_bias = grad_out.sum(dims).to(weight.dtype)
+            grad_bias = grad_out.sum(dims).to(ctx.weight_dtype)
         return grad_x, grad_taps, grad_bias
 
 

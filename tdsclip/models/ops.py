@@ -15,7 +15,8 @@ gradients) but keeps less for backward, or does less work in it:
   (accumulating in fp32 inside the kernel) instead of on the fp32 copy CUDA autocast makes
   (CPU autocast already keeps LayerNorm in bf16).
 - ``patch_query_attention``: attention of the patch queries straight from the stacked qkv
-  projection; on the CPU a recomputing backward that returns one qkv gradient buffer.
+  projection; for CPU training, fp32 scores and bf16/fp16 probabilities kept for a backward
+  that recomputes nothing and returns one qkv gradient buffer.
 - ``temporal_depthwise_conv``: the (k, 1, 1) depthwise Conv3d on tokens-last input as
   shifted multiply-adds, with no padded copy of the input.
 """
@@ -149,24 +150,32 @@ def layer_norm_in_dtype(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> 
 
 class _PatchQueryAttentionCPU(torch.autograd.Function):
     """Multi-head attention of the patch queries over all tokens, straight from the stacked
-    qkv projection. The forward is ``scaled_dot_product_attention``; the backward recomputes
-    the probabilities with batched matmuls (a full-matrix flash-attention backward) and
-    writes the q, k and v gradients into one (BT, 1+N, 3d) buffer, so that autograd never
-    zero-fills and sums three sliced gradients. CPU only: PyTorch's CPU flash-attention
-    backward is several times slower than this for the side network's shapes."""
+    qkv projection, for CPU training. The forward computes the scores in fp32 (the products
+    of bf16/fp16 inputs are exact there, as inside ``scaled_dot_product_attention``), the
+    softmax in fp32, and the value product with the probabilities in the compute dtype, which
+    it keeps for backward: the backward then needs no recomputation of scores or softmax and
+    uses the very probabilities of the forward. It writes the q, k and v gradients into one
+    (BT, 1+N, 3d) buffer, so that autograd never zero-fills and sums three sliced gradients.
+    PyTorch's CPU flash-attention backward is several times slower than this for the side
+    network's shapes."""
 
     @staticmethod
     def forward(ctx, qkv, num_heads):
         q, k, v = _split_qkv(qkv, num_heads)  # (BT, h, N, hd), (BT, h, 1+N, hd) x 2
-        out = F.scaled_dot_product_attention(q, k, v)  # (BT, h, N, hd)
-        out = _merge_heads(out)  # (BT, N, d)
+        bt, heads, n, hd = q.shape
+        acc = torch.promote_types(qkv.dtype, torch.float32)
+        q32 = torch.mul(q, hd**-0.5, out=q.new_empty(q.shape, dtype=acc))  # (BT, h, N, hd)
+        k32 = k.to(acc, memory_format=torch.contiguous_format)  # (BT, h, 1+N, hd)
+        probs = torch.softmax(q32.matmul(k32.mT), dim=-1).to(qkv.dtype)  # (BT, h, N, 1+N)
+        out = qkv.new_empty(bt, n, heads, hd)  # (BT, N, h, hd): heads merge as a view
+        torch.matmul(probs, v.contiguous(), out=out.transpose(1, 2))
         ctx.num_heads = num_heads
-        ctx.save_for_backward(qkv)
-        return out
+        ctx.save_for_backward(qkv, probs)
+        return out.view(bt, n, heads * hd)  # (BT, N, d)
 
     @staticmethod
     def backward(ctx, grad_out):
-        (qkv,) = ctx.saved_tensors
+        qkv, probs = ctx.saved_tensors
         bt, length, _ = qkv.shape
         q, k, v = _split_qkv(qkv, ctx.num_heads)
         heads, hd = q.shape[1], q.shape[-1]
@@ -175,7 +184,6 @@ class _PatchQueryAttentionCPU(torch.autograd.Function):
         go = _split_heads(grad_out.to(qkv.dtype), heads).contiguous()  # (BT, h, N, hd)
         q = torch.mul(q, scale, out=q.new_empty(q.shape))  # (BT, h, N, hd)
         k, v = k.contiguous(), v.contiguous()  # (BT, h, 1+N, hd)
-        probs = torch.softmax(q.matmul(k.mT), dim=-1)  # (BT, h, N, 1+N)
         grad_qkv = qkv.new_empty(bt, length, 3, heads, hd)
         grad_q, grad_k, grad_v = (grad_qkv[:, :, i].transpose(1, 2) for i in range(3))
         grad_v.copy_(probs.mT.matmul(go))  # (BT, h, 1+N, hd)
@@ -212,8 +220,8 @@ def patch_query_attention(qkv: Tensor, num_heads: int) -> Tensor:
 
     ``qkv`` stacks queries, keys and values as nn.MultiheadAttention's in_proj does. The
     result is ``scaled_dot_product_attention`` (no mask, default scale) over all 1+N keys
-    for the N patch queries. On CUDA that call runs fused forward and backward; on the CPU
-    the backward recomputes the probabilities instead (see ``_PatchQueryAttentionCPU``).
+    for the N patch queries. On CUDA, and without autograd, that call runs fused; CPU
+    training keeps the probabilities for a faster backward (see ``_PatchQueryAttentionCPU``).
     """
     if qkv.device.type == "cpu" and torch.is_grad_enabled() and qkv.requires_grad:
         return _PatchQueryAttentionCPU.apply(qkv, num_heads)

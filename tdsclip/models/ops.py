@@ -6,8 +6,9 @@ gradients) but keeps less for backward, or does less work in it:
 - ``frozen_norm_linear``: LayerNorm + Linear of frozen backbone tokens. Plain autograd keeps
   the LayerNorm's input (fp32 under CUDA autocast) *and* its bf16 output; no gradient ever
   flows into the frozen tokens, so only the normalised tokens in the compute dtype are kept
-  (half the bytes on CPU, a third on CUDA). Its backward needs one matmul, not two: the
-  LayerNorm's affine gradients follow from the weight-gradient product.
+  (half the bytes on CPU, a third on CUDA). The LayerNorm's affine is folded into the Linear's
+  weight and bias, so no (tokens, D) LayerNorm output is ever formed; the backward needs one
+  matmul, not two: the affine gradients follow from the weight-gradient product.
 - ``gelu_linear``: GELU then Linear, keeping only the GELU input; the GELU output that the
   Linear's weight gradient needs is recomputed (a pointwise op) instead of stored.
 - ``sigmoid_gate``: ``z + z * (sigmoid(y) - 0.5)`` keeping ``z`` and ``sigmoid(y)`` only.
@@ -42,8 +43,12 @@ class _FrozenNormLinear(torch.autograd.Function):
         with torch.autocast(x.device.type, enabled=False):
             # The kernel accumulates in fp32 whatever the input dtype; no fp32 copy of x.
             xhat = F.layer_norm(x.to(dtype), x.shape[-1:], eps=eps)  # (..., D)
-            h = torch.addcmul(norm_bias.to(dtype), xhat, norm_weight.to(dtype))  # LN output
-            out = F.linear(h, weight.to(dtype), bias.to(dtype))  # (..., d)
+            # The LayerNorm's affine folded into the Linear (tiny tensors, in fp32):
+            # (xhat gamma + beta) W^T + b = xhat (W gamma)^T + (W beta + b).
+            w = weight.float()
+            folded_w = (w * norm_weight.float()).to(dtype)  # (d, D)
+            folded_b = torch.addmv(bias.float(), w, norm_bias.float()).to(dtype)  # (d,)
+            out = F.linear(xhat, folded_w, folded_b)  # (..., d)
         ctx.save_for_backward(xhat, norm_weight, norm_bias, weight)
         return out
 

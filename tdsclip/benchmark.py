@@ -83,8 +83,7 @@ def build_ours(cfg: Any, *, grad_checkpointing: bool = False, compile_blocks: bo
     model = build_model(cfg.model)
     model.side.set_grad_checkpointing(grad_checkpointing)
     if compile_blocks:
-        for block in model.side.blocks:
-            block.compile()
+        model.side.compile_blocks()
     return model
 
 

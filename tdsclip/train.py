@@ -163,8 +163,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             raise ValueError("trainer.sync_bn needs CUDA devices")
         model.side = convert_sync_batchnorm(model.side)
     if tc.compile:
-        for block in model.side.blocks:
-            block.compile()
+        model.side.compile_blocks()
     side = model.side
     # Evaluation runs unequal shares per rank, so it must not go through DDP's collectives.
     eval_model = TDSCLIP(model.backbone, side)

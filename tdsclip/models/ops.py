@@ -167,16 +167,17 @@ class _PatchQueryAttentionCPU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, qkv, num_heads):
         q, k, v = _split_qkv(qkv, num_heads)  # (BT, h, N, hd), (BT, h, 1+N, hd) x 2
-        bt, heads, n, hd = q.shape
+        hd = q.shape[-1]
         acc = torch.promote_types(qkv.dtype, torch.float32)
         q32 = torch.mul(q, hd**-0.5, out=q.new_empty(q.shape, dtype=acc))  # (BT, h, N, hd)
         k32 = k.to(acc, memory_format=torch.contiguous_format)  # (BT, h, 1+N, hd)
         probs = torch.softmax(q32.matmul(k32.mT), dim=-1).to(qkv.dtype)  # (BT, h, N, 1+N)
-        out = qkv.new_empty(bt, n, heads, hd)  # (BT, N, h, hd): heads merge as a view
-        torch.matmul(probs, v.contiguous(), out=out.transpose(1, 2))
+        # No strided ``out=`` for the heads' merge: torch.compile cannot trace one (the block
+        # would split around the attention), and it saves no time here.
+        out = probs.matmul(v.contiguous())  # (BT, h, N, hd)
         ctx.num_heads = num_heads
         ctx.save_for_backward(qkv, probs)
-        return out.view(bt, n, heads * hd)  # (BT, N, d)
+        return _merge_heads(out)  # (BT, N, d)
 
     @staticmethod
     def backward(ctx, grad_out):

@@ -513,6 +513,16 @@ class SideNetwork(nn.Module):
         """Recompute each TDS block in backward instead of keeping its activations."""
         self.grad_checkpointing = enable
 
+    def compile_blocks(self, **options) -> None:
+        """``torch.compile`` every TDS block (``options`` go to ``nn.Module.compile``).
+
+        Each block compiles to one graph, forward and backward, without breaks; blocks of one
+        shape share it. The elementwise ops (norms, GELU, gates, casts, residual adds) fuse,
+        and most of the per-op dispatch goes away.
+        """
+        for block in self.blocks:
+            block.compile(**options)
+
     def forward_features(self, video: Tensor, layers: Iterable[Tensor]) -> Tensor:
         """(B, T, M, 3, H, W), L x (BT, 1+N, D) -> pooled features (B, d)."""
         num_frames = video.shape[1]

@@ -18,7 +18,7 @@ from tdsclip.models import (
     format_parameter_table,
     parameter_summary,
 )
-from tdsclip.models.side import shift_class_token, temporal_max_pool
+from tdsclip.models.side import TDAdapter, shift_class_token, temporal_max_pool
 
 
 def _arch_kwargs(config: dict) -> dict:
@@ -315,6 +315,34 @@ def test_temporal_max_pool_matches_maxpool3d(kernel):
     ref = torch.nn.MaxPool3d((kernel, 1, 1), stride=1, padding=(kernel // 2, 0, 0))
     expected = ref(x.permute(0, 3, 1, 2).unsqueeze(-1)).squeeze(-1).permute(0, 2, 3, 1)
     torch.testing.assert_close(temporal_max_pool(x, kernel), expected)
+    grad = torch.randn_like(x)
+    leaf = x.clone().requires_grad_()
+    temporal_max_pool(leaf, kernel).backward(grad)
+    ref_leaf = x.clone().requires_grad_()
+    ref(ref_leaf.permute(0, 3, 1, 2).unsqueeze(-1)).squeeze(-1).permute(0, 2, 3, 1).backward(grad)
+    torch.testing.assert_close(leaf.grad, ref_leaf.grad)
+
+
+def test_td_adapter_matches_its_formula():
+    """The channel mix folded into the expand weight computes the written formula."""
+    torch.manual_seed(0)
+    td = TDAdapter(32, reduction=4).train()
+    z = torch.randn(2, 4, 6, 32, requires_grad=True)  # (B, T, N, d)
+    out = td(z)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    got = [z.grad, *(p.grad for p in td.parameters())]
+    td.zero_grad()
+    z2 = z.detach().clone().requires_grad_()
+    b = td.reduce_norm(td.reduce(z2))
+    diff = b - temporal_max_pool(b, 3)
+    u = 0.5 * diff + 0.5 * diff.mean(dim=-1, keepdim=True)
+    y = td.expand_norm(td.expand(u))
+    expected = z2 + z2 * (torch.sigmoid(y) - 0.5)
+    expected.backward(grad)
+    torch.testing.assert_close(out, expected)
+    for a, e in zip(got, [z2.grad, *(p.grad for p in td.parameters())], strict=True):
+        torch.testing.assert_close(a, e)
 
 
 def test_random_tower_is_reproducible_from_the_config():

@@ -4,7 +4,7 @@ Everything runs on a tokens-last layout. The reference code views the side strea
 (B, d, T, g, g) for its BatchNorm3d and 1x1x1 / (3,1,1) convolutions; here the same functions
 are computed on (B, T, N, d) without permutes: a 1x1x1 convolution is a Linear over channels,
 BatchNorm over (B, T, g, g) equals BatchNorm1d over the flattened tokens, and the temporal
-depthwise convolution / max-pool are sums / maxima of frames shifted along T.
+depthwise convolution is a sum of frames shifted along T and the max-pool a max_pool1d over T.
 
 Shape legend:
     B clips, T frames, M local frames per segment, H = W image size, P patch size,
@@ -86,13 +86,6 @@ def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
-def _shifted_along_time(x: Tensor, kernel_size: int, value: float = 0.0) -> list[Tensor]:
-    """The k views x[t - k//2 + j], j = 0..k-1, of (B, T, N, C), padded with ``value``."""
-    t, pad = x.shape[1], kernel_size // 2
-    padded = F.pad(x, (0, 0, 0, 0, pad, pad), value=value)  # (B, T + 2 pad, N, C)
-    return [padded[:, j : j + t] for j in range(kernel_size)]
-
-
 class TemporalDepthwiseConv(nn.Module):
     """Depthwise convolution over time, kernel (k, 1, 1), zero padding k // 2: (B,T,N,C)."""
 
@@ -114,8 +107,15 @@ class TemporalDepthwiseConv(nn.Module):
 
 
 def temporal_max_pool(x: Tensor, kernel_size: int) -> Tensor:
-    """MaxPool3d((k,1,1), stride 1, padding k//2) over time on (B, T, N, C)."""
-    return torch.stack(_shifted_along_time(x, kernel_size, value=-math.inf), dim=0).amax(0)
+    """MaxPool3d((k,1,1), stride 1, padding k//2) over time on (B, T, N, C).
+
+    One max_pool1d over time on a (B, N*C, T) view: two kernels forward and backward instead
+    of a padded stack of shifted copies, and MaxPool3d's own choice among tied maxima.
+    """
+    b, t, n, c = x.shape
+    over_time = x.reshape(b, t, n * c).transpose(1, 2)  # (B, N*C, T) view
+    pooled = F.max_pool1d(over_time, kernel_size, stride=1, padding=kernel_size // 2)
+    return pooled.transpose(1, 2).reshape(x.shape)  # (B, T, N, C)
 
 
 class TemporalDifference(nn.Module):
@@ -175,9 +175,11 @@ class TDAdapter(nn.Module):
     def forward(self, z: Tensor) -> Tensor:
         b = self.reduce_norm(self.reduce(z))  # (B, T, N, c)
         diff = self.diff(b)  # (B, T, N, c)
-        u = 0.5 * diff + 0.5 * diff.mean(dim=-1, keepdim=True)  # (B, T, N, c)
-        y = self.expand_norm(self.expand(u))  # (B, T, N, d)
-        return sigmoid_gate(z, y)  # z + z * (sigmoid(y) - 0.5)
+        # expand(0.5 diff + 0.5 mean_c(diff)) = diff W'^T with W' = 0.5 (W + mean_c W): the
+        # channel mix is linear, so it moves onto the (d, c) weight, off the activations.
+        w = self.expand.weight  # (d, c)
+        y = self.expand_norm(F.linear(diff, 0.5 * (w + w.mean(dim=1, keepdim=True))))
+        return sigmoid_gate(z, y)  # z + z * (sigmoid(y) - 0.5), (B, T, N, d)
 
 
 class TemporalConv(nn.Module):

@@ -50,6 +50,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+import tdsclip
 from tdsclip import runtime
 
 log = logging.getLogger("tdsclip.benchmark")
@@ -409,7 +410,8 @@ def _derive(report: dict[str, Any]) -> None:
 
 
 def machine_info() -> dict[str, Any]:
-    """What the numbers were measured on: CPU model, cores, GPU, library versions."""
+    """What the numbers were measured on: CPU model, cores, GPU, library versions, and which
+    tdsclip code (git commit, ``+dirty`` with uncommitted changes) was measured."""
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -422,6 +424,8 @@ def machine_info() -> dict[str, Any]:
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "torch": torch.__version__,
         "python": platform.python_version(),
+        "tdsclip": tdsclip.__version__,
+        "tdsclip_revision": runtime.code_revision(),
     }
 
 
@@ -436,7 +440,10 @@ def _machine_line(report: dict[str, Any]) -> str:
     if not m:
         return "machine not recorded"
     gpu = f", {m['gpu']}" if m.get("gpu") else ""
-    return f"{m['cpu']} ({m['cpu_cores']} cores{gpu}), torch {m['torch']}, Python {m['python']}"
+    line = f"{m['cpu']} ({m['cpu_cores']} cores{gpu}), torch {m['torch']}, Python {m['python']}"
+    if m.get("tdsclip_revision"):
+        line += f", tdsclip {m['tdsclip_revision'][:12]}"
+    return line
 
 
 _MARKDOWN_COLUMNS = [

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 import tdsclip
+from tdsclip import runtime
 from tdsclip.models.factory import build_model
 from tdsclip.models.tdsclip import TDSCLIP
 
@@ -77,6 +78,7 @@ def save_model_file(
         {
             "format": MODEL_FORMAT,
             "code_version": tdsclip.__version__,
+            "code_revision": runtime.code_revision(),
             "model_config": dict(model_config),
             "side": unwrap(model.side).state_dict(),
             "backbone": model.backbone.state_dict() if include_backbone else None,

@@ -8,8 +8,10 @@ import logging
 import os
 import random
 import signal
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,28 @@ AMP_DTYPES: dict[str, torch.dtype | None] = {
     "fp16": torch.float16,
     "fp32": None,
 }
+
+
+@cache
+def code_revision() -> str | None:
+    """The git commit of the tdsclip checkout in use, ``+dirty`` when its tracked files differ
+    from that commit; None outside a git checkout (an installed wheel) or without git."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return None
+
+    def git(*args: str) -> str:
+        run = subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30, check=True
+        )
+        return run.stdout.strip()
+
+    try:
+        sha = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha + ("+dirty" if dirty else "")
 
 
 def check_config_dir() -> None:

@@ -244,6 +244,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             {
                 "format": TRAIN_FORMAT,
                 "code_version": tdsclip.__version__,
+                "code_revision": runtime.code_revision(),
                 "model_config": OmegaConf.to_container(cfg.model, resolve=True),
                 "classes": list(train_set.classes),
                 "side": side.state_dict(),

@@ -5,8 +5,11 @@ from __future__ import annotations
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+from tdsclip import runtime
 
 CHURN = """
 import resource, torch
@@ -38,3 +41,14 @@ def test_keep_freed_memory_reuses_freed_blocks():
     assert run.returncode == 0, run.stderr[-2000:]
     faults, pages = map(int, run.stdout.split())
     assert faults < pages // 4
+
+
+def test_code_revision_names_the_checkout():
+    root = Path(runtime.__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        pytest.skip("tdsclip is not running from a git checkout")
+    head = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert len(head) == 40
+    assert runtime.code_revision() in (head, head + "+dirty")

@@ -108,6 +108,7 @@ def test_default_job_end_to_end(motion_root, tmp_path):
         "code_version",
         "classes",
     } <= set(ckpt)
+    assert ckpt["code_revision"] == runtime.code_revision()
     assert not any(k.startswith("backbone") for k in ckpt["side"])  # tower never saved
     assert ckpt["state"]["epoch"] == 3 and ckpt["state"]["step"] == 3 * 6
     assert (run_dir / "checkpoints" / "best.pt").is_file()

@@ -442,7 +442,8 @@ def _machine_line(report: dict[str, Any]) -> str:
     gpu = f", {m['gpu']}" if m.get("gpu") else ""
     line = f"{m['cpu']} ({m['cpu_cores']} cores{gpu}), torch {m['torch']}, Python {m['python']}"
     if m.get("tdsclip_revision"):
-        line += f", tdsclip {m['tdsclip_revision'][:12]}"
+        sha, dirty, _ = m["tdsclip_revision"].partition("+dirty")
+        line += f", tdsclip {sha[:12]}{dirty}"
     return line
 
 

@@ -131,6 +131,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from tdsclip.data import BadSampleTracker, build_loader, normalize_video
 
     tc, oc = cfg.trainer, cfg.optim
+    # The code this run imported, read now: a checkout edited mid-run must not relabel it.
+    code_revision = runtime.code_revision()
     dinfo = distributed.init_process_group()
     runtime.quiet_non_main(dinfo.rank)
     device = runtime.resolve_device(tc.device, dinfo.local_rank)
@@ -244,7 +246,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             {
                 "format": TRAIN_FORMAT,
                 "code_version": tdsclip.__version__,
-                "code_revision": runtime.code_revision(),
+                "code_revision": code_revision,
                 "model_config": OmegaConf.to_container(cfg.model, resolve=True),
                 "classes": list(train_set.classes),
                 "side": side.state_dict(),

@@ -6,7 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tdsclip.models import ops
 from tdsclip.models.ops import (
+    conv3d_taps,
     frozen_norm_linear,
     gelu_linear,
     layer_norm_in_dtype,
@@ -173,6 +175,48 @@ def test_patch_query_attention_matches_sdpa(dtype):
         assert torch.autograd.gradcheck(
             lambda t: patch_query_attention(t, 2), (qkv0[:2, :5, :].double().requires_grad_(),)
         )
+
+
+def test_bf16_scores_are_the_fp32_scores_and_the_flag_is_restored():
+    """The attention scores on oneDNN's bf16 units, from bf16 inputs, are the fp32 path's:
+    the same products, summed in fp32. The switch is set only for bf16 with a power-of-two
+    scale, and restored afterwards, also when the matmul fails."""
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(4, 5, 196, 64, generator=gen).bfloat16()
+    k = torch.randn(4, 5, 197, 64, generator=gen).bfloat16()
+    flags = torch.backends.mkldnn.matmul
+    before = flags.fp32_precision
+    ref = q.double().mul(0.125).matmul(k.double().mT)
+    q32, k32 = q.float().mul(0.125), k.float()
+    with ops._exact_bf16_products(torch.bfloat16, 0.125):
+        assert flags.fp32_precision == "bf16"
+        fast = q32.matmul(k32.mT)
+    plain = q32.matmul(k32.mT)
+    assert flags.fp32_precision == before
+    torch.testing.assert_close(fast, plain, rtol=2e-6, atol=2e-6)
+    torch.testing.assert_close(fast.double(), ref, rtol=2e-6, atol=2e-6)
+    for dtype, scale in ((torch.float16, 0.125), (torch.bfloat16, 80**-0.5), (torch.float32, 1)):
+        with ops._exact_bf16_products(dtype, scale):
+            assert flags.fp32_precision == before
+    with pytest.raises(RuntimeError), ops._exact_bf16_products(torch.bfloat16, 0.125):
+        torch.randn(2, 3).matmul(torch.randn(4, 5))
+    assert flags.fp32_precision == before
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_conv3d_taps_is_the_permuted_weight(dtype):
+    """The taps matrix is the weight permuted and cast; its gradient comes back in the
+    weight's own dtype and contiguous layout, equal to plain autograd's."""
+    (weight,) = _params((8, 6, 3, 4, 4))  # (d, C, k, P, P)
+    taps = conv3d_taps(weight, dtype)
+    ref = weight.permute(2, 0, 1, 3, 4).reshape(3 * 8, 6 * 16).to(dtype)
+    assert taps.dtype == dtype
+    assert torch.equal(taps, ref)
+    g = torch.randn(taps.shape).to(dtype)
+    (grad,) = torch.autograd.grad(taps, weight, g)
+    (ref_grad,) = torch.autograd.grad(ref, weight, g)
+    assert grad.dtype == torch.float32 and grad.is_contiguous()
+    assert torch.equal(grad, ref_grad)
 
 
 @pytest.mark.parametrize("scale", [0.5, 1.5, 2.5])

@@ -27,6 +27,7 @@ from torch.utils.checkpoint import checkpoint
 
 from tdsclip.models.ops import (
     compute_dtype,
+    conv3d_taps,
     frozen_norm_linear,
     gelu_linear,
     layer_norm_in_dtype,
@@ -337,8 +338,8 @@ class PatchConv3d(nn.Conv3d):
         patches = rearrange(
             padded, "b t c (gh ph) (gw pw) -> (b t gh gw) (c ph pw)", ph=p, pw=p
         )  # (BT*N, C*P*P)
-        taps = rearrange(self.weight, "d c k ph pw -> (k d) (c ph pw)")  # (3d, C*P*P)
-        y = F.linear(patches, taps.to(patches.dtype)).view(b, t, g * g, 3, -1)  # (B,T,N,3,d)
+        taps = conv3d_taps(self.weight, patches.dtype)  # (3d, C*P*P)
+        y = F.linear(patches, taps).view(b, t, g * g, 3, -1)  # (B, T, N, 3, d)
         out = y[:, :, :, 1] + self.bias.to(y.dtype)  # (B, T, N, d): the centre tap
         out[:, 1:] += y[:, :-1, :, 0]  # frame t sees t-1 through the first tap
         out[:, :-1] += y[:, 1:, :, 2]  # ... and t+1 through the last one

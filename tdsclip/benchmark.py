@@ -190,7 +190,8 @@ def child_measure(spec: dict[str, Any]) -> dict[str, Any]:
     labels = torch.randint(0, cfg.model.num_classes, (batch,), device=device)
     impl, mode = spec["impl"], spec["mode"]
 
-    if spec["what"] == "train" and spec.get("floor", True) and device.type == "cpu":
+    timing = spec["what"] in ("train", "breakdown") and spec.get("floor", True)
+    if timing and device.type == "cpu":
         # What `python -m tdsclip.train` does on the CPU (trainer.cpu_keep_freed_memory), for
         # every implementation alike; not in the memory child, whose allocator setting
         # makes its RSS follow the live tensors.
@@ -228,19 +229,27 @@ def child_measure(spec: dict[str, Any]) -> dict[str, Any]:
         "batch": batch,
         "keep_freed_memory": keeps_freed,
     }
-    if spec["what"] == "train":
+    centre = video[:, :, cfg.data.num_local_frames // 2].flatten(0, 1)  # (BT, 3, H, W)
+    backbone = None
+    if spec["what"] in ("train", "breakdown") and spec.get("floor", True):
         # The floor, timed in every timing process (the reference's too, with our tower) so
         # that each step time can be read against the machine's speed at that moment.
-        backbone = None
-        if spec.get("floor", True):
-            backbone = model.backbone if impl == "ours" else _floor_backbone(cfg, device, dtype)
-        centre = video[:, :, cfg.data.num_local_frames // 2].flatten(0, 1)  # (BT, 3, H, W)
+        backbone = model.backbone if impl == "ours" else _floor_backbone(cfg, device, dtype)
 
-        def backbone_forward() -> None:
-            with runtime.autocast(device, dtype):
-                for _ in backbone.iter_layers(centre):
-                    pass
+    def backbone_forward() -> None:
+        with runtime.autocast(device, dtype):
+            for _ in backbone.iter_layers(centre):
+                pass
 
+    if spec["what"] == "breakdown":
+        from tdsclip.breakdown import op_breakdown
+
+        for _ in range(spec["warmup"]):
+            train_step()
+            backbone_forward()
+        result["step"] = op_breakdown(train_step, spec["repeats"])
+        result["floor"] = op_breakdown(backbone_forward, spec["repeats"])
+    elif spec["what"] == "train":
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         for _ in range(spec["warmup"]):
@@ -286,7 +295,7 @@ def run_child(spec: dict[str, Any], env: dict[str, str] | None = None) -> dict[s
 # ----------------------------------------------------------------------------- parent
 def count_flops(cfg: Any) -> float:
     """Multiply-adds of one view's forward (what the paper and fvcore call FLOPs), in T."""
-    from torch.utils.flop_counter import FlopCounterMode
+    from tdsclip.breakdown import count_gmac
 
     model = build_ours(cfg).eval()
     shape = (
@@ -297,16 +306,8 @@ def count_flops(cfg: Any) -> float:
         cfg.data.input_size,
         cfg.data.input_size,
     )
-    # nn.MultiheadAttention's inference fast path is one fused op the counter cannot see;
-    # switched off here, the tower's projections and attention are counted too.
-    fastpath = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(shape))
-    finally:
-        torch.backends.mha.set_fastpath_enabled(fastpath)
-    return counter.get_total_flops() / 2 / 1e12  # torch counts 2 FLOPs per multiply-add
+    with torch.no_grad():
+        return count_gmac(lambda: model(torch.zeros(shape))) / 1e3
 
 
 def benchmark(args: argparse.Namespace) -> dict[str, Any]:
@@ -314,6 +315,12 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
     cfg = compose(args.experiment, args.overrides)
     device = runtime.resolve_device(args.device, 0)
+    if args.breakdown and device.type != "cpu":
+        raise ValueError(
+            "--breakdown sums the profiler's CPU self times, which on a GPU are launch times, "
+            "not kernel times; run it with --device cpu (or profile the GPU with "
+            "torch.profiler / Nsight Systems)"
+        )
     trainable, frozen = count_parameters(build_ours(cfg))
     tflops = count_flops(cfg)
     paper = PAPER_TFLOPS.get((cfg.model.backbone.name, cfg.data.num_frames))
@@ -375,8 +382,41 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     for impl, mode in impls:
         run = run_child({**base, "impl": impl, "mode": mode, "batch": 1, "what": "inference"})
         report.setdefault("inference", []).append(run)
+    if args.breakdown:
+        report["breakdown"] = []
+        for batch in args.batch_sizes:
+            for mode in args.modes:
+                log.info("profiling ours/%s, batch %d", mode, batch)
+                spec = {**base, "impl": "ours", "mode": mode, "batch": batch, "what": "breakdown"}
+                report["breakdown"].append(breakdown_row(run_child(spec)))
     _derive(report)
     return report
+
+
+def breakdown_row(child: dict[str, Any]) -> dict[str, Any]:
+    """One ``--breakdown`` child as a flat row: the step and the tower's forward, and the
+    side network's share (step minus tower) in units of the tower's forward."""
+    from tdsclip.breakdown import side_share
+
+    step, floor = child["step"], child["floor"]
+    side = side_share(step, floor)
+    return {
+        "mode": child["mode"],
+        "batch": child["batch"],
+        "step_s": step["wall_s"],
+        "backbone_s": floor["wall_s"],
+        "vs_backbone": step["wall_s"] / floor["wall_s"],
+        "side_matmul": side["matmul"],
+        "side_optimizer": side["optimizer"],
+        "side_other": side["other"],
+        "side_gmac": side["gmac"],
+        "side_gmac_per_s": side["gmac_per_s"],
+        "backbone_gmac": floor["gmac"],
+        "backbone_gmac_per_s": floor["gmac_per_s"],
+        "backbone_matmul": floor["matmul_s"] / floor["wall_s"],
+        "step": step,
+        "floor": floor,
+    }
 
 
 def _derive(report: dict[str, Any]) -> None:
@@ -458,6 +498,52 @@ _MARKDOWN_COLUMNS = [
 ]  # fmt: skip
 
 
+# The --breakdown table: (key, title, format).
+_BREAKDOWN_COLUMNS = [
+    ("mode", "mode", "s"), ("batch", "batch", "d"), ("step_s", "step s", ".3f"),
+    ("backbone_s", "tower fwd s", ".3f"), ("vs_backbone", "x tower", ".2f"),
+    ("side_matmul", "side matmul", ".2f"), ("side_optimizer", "side AdamW", ".2f"),
+    ("side_other", "side rest", ".2f"), ("side_gmac", "side GMAC", ".1f"),
+    ("side_gmac_per_s", "side GMAC/s", ".0f"), ("backbone_gmac", "tower GMAC", ".1f"),
+    ("backbone_gmac_per_s", "tower GMAC/s", ".0f"),
+]  # fmt: skip
+_BREAKDOWN_NOTE = (
+    "Breakdown (tdsclip.breakdown): one process per row; the side network's time is the step "
+    "minus the tower's forward, split into matrix products and AdamW (profiled self times) "
+    "and the rest, in units of the tower's forward (they add up to 'x tower' - 1); GMAC/s = "
+    "multiply-adds over matrix-product self time."
+)
+
+
+def _markdown_table(rows: list[dict[str, Any]], cols: list[tuple[str, str, str]]) -> list[str]:
+    lines = [
+        "| " + " | ".join(title for _, title, _ in cols) + " |",
+        "| " + " | ".join("---" if spec == "s" else "---:" for *_, spec in cols) + " |",
+    ]
+    for r in rows:
+        cells = ["" if r.get(key) is None else format(r[key], spec) for key, _, spec in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _text_table(rows: list[dict[str, Any]], cols: list[tuple[str, str, str]]) -> list[str]:
+    """Aligned columns: text left, numbers right; '-' where a row has no value."""
+    table = [[title for _, title, _ in cols]]
+    for r in rows:
+        table.append(["-" if r.get(k) is None else format(r[k], spec) for k, _, spec in cols])
+    widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
+    lines = []
+    for n, row in enumerate(table):
+        cells = [
+            cell.ljust(w) if spec == "s" else cell.rjust(w)
+            for cell, w, (_, _, spec) in zip(row, widths, cols, strict=True)
+        ]
+        lines.append("  ".join(cells))
+        if n == 0:
+            lines.append("-" * len(lines[-1]))
+    return lines
+
+
 def format_markdown(report: dict[str, Any]) -> str:
     """The report as the Markdown table the README shows, with the machine it came from."""
     names = {"ours": "tdsclip", "reference": "authors'"}
@@ -466,17 +552,12 @@ def format_markdown(report: dict[str, Any]) -> str:
         f"{report['precision']}, experiment {report['experiment'] or 'default'}, "
         f"allocator {_allocator(report)}.",
         "",
-        "| " + " | ".join(title for _, title, _ in _MARKDOWN_COLUMNS) + " |",
-        "| "
-        + " | ".join("---" if spec == "s" else "---:" for *_, spec in _MARKDOWN_COLUMNS)
-        + " |",
     ]
-    for r in report["runs"]:
-        cells = []
-        for key, _, spec in _MARKDOWN_COLUMNS:
-            value = names.get(r[key], r[key]) if key == "impl" else r.get(key)
-            cells.append("" if value is None else format(value, spec))
-        lines.append("| " + " | ".join(cells) + " |")
+    rows = [{**r, "impl": names.get(r["impl"], r["impl"])} for r in report["runs"]]
+    lines += _markdown_table(rows, _MARKDOWN_COLUMNS)
+    if report.get("breakdown"):
+        table = _markdown_table(report["breakdown"], _BREAKDOWN_COLUMNS)
+        lines += ["", _BREAKDOWN_NOTE, "", *table]
     return "\n".join(lines)
 
 
@@ -505,24 +586,15 @@ def format_report(report: dict[str, Any]) -> str:
         ("rss_mb_per_clip", "rss MB/clip", ".0f"),
         ("rss_mb_vs_reference", "rss vs ref", ".2f"),
     ]  # fmt: skip
-    table = [[title for _, title, _ in cols]]
-    for r in report["runs"]:
-        table.append(["-" if r.get(k) is None else format(r[k], spec) for k, _, spec in cols])
-    widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
-    for n, row in enumerate(table):
-        cells = [
-            cell.ljust(w) if spec == "s" else cell.rjust(w)
-            for cell, w, (_, _, spec) in zip(row, widths, cols, strict=True)
-        ]
-        lines.append("  ".join(cells))
-        if n == 0:
-            lines.append("-" * len(lines[-1]))
+    lines += _text_table(report["runs"], cols)
     lines.append("")
     for r in report.get("inference", []):
         lines.append(
             f"inference {r['impl']}/{r['mode']}: {r['views']} views per video, "
             f"{r['video_s']:.3f} s per video, {r['clips_per_s']:.2f} clips/s"
         )
+    if report.get("breakdown"):
+        lines += ["", _BREAKDOWN_NOTE, *_text_table(report["breakdown"], _BREAKDOWN_COLUMNS)]
     return "\n".join(lines)
 
 
@@ -557,6 +629,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--default-allocator",
         action="store_true",
         help="CPU: time with glibc's defaults instead of trainer.cpu_keep_freed_memory",
+    )
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="CPU: also profile one child per mode and batch size: the step's and the "
+        "tower's time in matrix products, the optimizer and the rest (tdsclip.breakdown)",
     )
     parser.add_argument("--json", type=Path, default=None, help="write the report here")
     parser.add_argument(

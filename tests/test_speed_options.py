@@ -96,6 +96,7 @@ def test_benchmark_script_on_the_tiny_model(tmp_path):
         "--modes",
         "default",
         "checkpointing",
+        "--breakdown",
         "--json",
         str(out),
     ]
@@ -120,6 +121,21 @@ def test_benchmark_script_on_the_tiny_model(tmp_path):
     assert report["keep_freed_memory"] is True
     assert all(r["keep_freed_memory"] is glibc for r in report["runs"])
 
+    # The breakdown: the side network's share adds up to the step over the tower; its
+    # multiply-adds double with the batch (but for a few batch-independent matrix-vector
+    # products on weights), and checkpointing recomputes block forwards.
+    parts = {(r["mode"], r["batch"]): r for r in report["breakdown"]}
+    assert set(parts) == set(runs)
+    for r in parts.values():
+        assert r["side_matmul"] > 0 and r["side_optimizer"] > 0 and r["backbone_gmac"] > 0
+        total = r["side_matmul"] + r["side_optimizer"] + r["side_other"]
+        assert total == pytest.approx(r["vs_backbone"] - 1, abs=1e-9)
+    for mode in ("default", "checkpointing"):
+        double = 2 * parts[(mode, 1)]["side_gmac"]
+        assert parts[(mode, 2)]["side_gmac"] == pytest.approx(double, rel=1e-3)
+    assert parts[("checkpointing", 1)]["side_gmac"] > parts[("default", 1)]["side_gmac"]
+    assert "side GMAC/s" in run.stdout
+
     # A saved report renders again, as text and as the README's Markdown table.
     cmd = [sys.executable, "-m", "tdsclip.benchmark", "--from-json", str(out), "--markdown"]
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
@@ -129,6 +145,7 @@ def test_benchmark_script_on_the_tiny_model(tmp_path):
     step = runs[("default", 2)]["step_s"]
     assert any(f"| default | 2 | {step:.3f} |" in row for row in rows)
     assert "Machine: " + report["machine"]["cpu"] in again.stdout
+    assert "| mode | batch | step s | tower fwd s |" in again.stdout
 
 
 @pytest.mark.skipif(

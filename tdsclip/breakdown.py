@@ -1,0 +1,133 @@
+"""Where a training step's CPU time goes: matrix products, the optimizer, everything else.
+
+``op_breakdown(fn, repeats)`` runs ``fn`` once under ``FlopCounterMode`` (the multiply-adds
+of its matrix products and convolutions), ``repeats`` times timed, and ``repeats`` times
+under ``torch.profiler``, whose self CPU times it sums by operator: matrix products
+(``aten::mm``, ``addmm``, ``bmm``, ``baddbmm``, convolutions, fused attention kernels) and
+the fused optimizer kernels. The rest of the call's wall time, timed without the profiler
+(whose own overhead on thousands of small ops would otherwise land there), is everything
+else: norms, activations, softmax, copies, casts, Python and dispatch.
+``python -m tdsclip.benchmark --breakdown`` applies it to the training step and to the
+frozen tower's forward alone; the difference of the two is the side network's share.
+
+Self CPU time is the wall time of an operator's own work when one Python thread drives the
+intra-op thread pool, as in training on the CPU. On a GPU it would be launch time, not kernel
+time, so the breakdown is CPU-only.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.utils import flop_counter
+from torch.utils.flop_counter import FlopCounterMode
+
+# Operators whose self time is matrix-product work (and what FlopCounterMode counts).
+MATMUL_OPS = frozenset(
+    {
+        "aten::mm",
+        "aten::addmm",
+        "aten::bmm",
+        "aten::baddbmm",
+        "aten::addbmm",
+        "aten::mkldnn_convolution",
+        "aten::convolution_backward",
+        "aten::_scaled_dot_product_flash_attention_for_cpu",
+        "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
+    }
+)
+OPTIMIZER_OPS = frozenset({"aten::_fused_adamw_", "aten::_fused_adam_", "aten::_fused_sgd_"})
+
+
+def _cpu_attention_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return flop_counter.sdpa_flop_count(query, key, value)
+
+
+def _cpu_attention_backward_flops(grad_out, query, key, value, *args, out_shape=None, **kwargs):
+    return flop_counter.sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+# FlopCounterMode knows the CUDA attention kernels but not the CPU one, which
+# scaled_dot_product_attention (and nn.MultiheadAttention) run on the CPU: without these,
+# attention's two products would count as nothing there.
+CPU_ATTENTION_FLOPS = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: (
+        _cpu_attention_backward_flops
+    ),
+}
+
+
+def count_gmac(fn: Callable[[], Any]) -> float:
+    """Multiply-adds (1e9) of the matrix products and convolutions of one call of ``fn``.
+
+    Counted by FlopCounterMode, with CPU attention added (``CPU_ATTENTION_FLOPS``).
+    nn.MultiheadAttention's inference fast path is one fused op that the counter cannot see
+    into; it is switched off for the count, so that the tower's projections and attention
+    are counted too (the same products either way).
+    """
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS) as counter:
+            fn()
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+    return counter.get_total_flops() / 2e9  # the counter counts a multiply-add as 2
+
+
+def op_breakdown(fn: Callable[[], Any], repeats: int = 2) -> dict[str, float]:
+    """Seconds per call of ``fn`` by category, and the multiply-adds of its matrix products.
+
+    Returns ``wall_s`` (median of ``repeats`` timed calls, without the profiler),
+    ``matmul_s`` and ``optimizer_s`` (self CPU time per call under the profiler), ``other_s``
+    (the rest of ``wall_s``, so the profiler's own overhead is not in it), ``gmac``
+    (multiply-adds per call, 1e9) and ``gmac_per_s`` (``gmac / matmul_s``).
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    gmac = count_gmac(fn)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    wall = statistics.median(times)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(repeats):
+            fn()
+    matmul = optimizer = 0.0
+    for event in prof.key_averages():
+        seconds = event.self_cpu_time_total / 1e6 / repeats
+        if event.key in MATMUL_OPS:
+            matmul += seconds
+        elif event.key in OPTIMIZER_OPS:
+            optimizer += seconds
+    return {
+        "wall_s": wall,
+        "matmul_s": matmul,
+        "optimizer_s": optimizer,
+        "other_s": wall - matmul - optimizer,
+        "gmac": gmac,
+        "gmac_per_s": gmac / matmul if matmul > 0 else float("nan"),
+    }
+
+
+def side_share(step: dict[str, float], floor: dict[str, float]) -> dict[str, float]:
+    """The training step minus the tower's forward (both from ``op_breakdown``), in units of
+    that forward's time: ``matmul`` + ``optimizer`` + ``other`` = step / floor - 1."""
+    base = floor["wall_s"]
+    matmul = step["matmul_s"] - floor["matmul_s"]
+    return {
+        "matmul": matmul / base,
+        "optimizer": step["optimizer_s"] / base,
+        "other": (step["wall_s"] - base - matmul - step["optimizer_s"]) / base,
+        "gmac": step["gmac"] - floor["gmac"],
+        "gmac_per_s": (step["gmac"] - floor["gmac"]) / matmul if matmul > 0 else float("nan"),
+    }

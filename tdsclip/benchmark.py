@@ -247,8 +247,13 @@ def child_measure(spec: dict[str, Any]) -> dict[str, Any]:
         for _ in range(spec["warmup"]):
             train_step()
             backbone_forward()
-        result["step"] = op_breakdown(train_step, spec["repeats"])
-        result["floor"] = op_breakdown(backbone_forward, spec["repeats"])
+        steps, floors = [], []
+        for _ in range(spec["repeats"]):  # alternate, as in the timing children
+            steps += _timed(train_step, device, 0, 1)
+            floors += _timed(backbone_forward, device, 0, 1)
+        repeats = spec["repeats"]
+        result["step"] = op_breakdown(train_step, repeats, statistics.median(steps))
+        result["floor"] = op_breakdown(backbone_forward, repeats, statistics.median(floors))
     elif spec["what"] == "train":
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -508,10 +513,11 @@ _BREAKDOWN_COLUMNS = [
     ("backbone_gmac_per_s", "tower GMAC/s", ".0f"),
 ]  # fmt: skip
 _BREAKDOWN_NOTE = (
-    "Breakdown (tdsclip.breakdown): one process per row; the side network's time is the step "
-    "minus the tower's forward, split into matrix products and AdamW (profiled self times) "
-    "and the rest, in units of the tower's forward (they add up to 'x tower' - 1); GMAC/s = "
-    "multiply-adds over matrix-product self time."
+    "Breakdown (tdsclip.breakdown): one process per row, its steps and tower forwards timed "
+    "alternately; the side network's time is the step minus the tower's forward, split into "
+    "matrix products and AdamW (profiled self times) and the rest, in units of the tower's "
+    "forward (they add up to 'x tower' - 1); GMAC/s = multiply-adds over matrix-product self "
+    "time."
 )
 
 

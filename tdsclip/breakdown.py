@@ -80,10 +80,13 @@ def count_gmac(fn: Callable[[], Any]) -> float:
     return counter.get_total_flops() / 2e9  # the counter counts a multiply-add as 2
 
 
-def op_breakdown(fn: Callable[[], Any], repeats: int = 2) -> dict[str, float]:
+def op_breakdown(
+    fn: Callable[[], Any], repeats: int = 2, wall_s: float | None = None
+) -> dict[str, float]:
     """Seconds per call of ``fn`` by category, and the multiply-adds of its matrix products.
 
-    Returns ``wall_s`` (median of ``repeats`` timed calls, without the profiler),
+    Returns ``wall_s`` (the given one, e.g. timed by the caller alternately with another
+    function, or else the median of ``repeats`` timed calls, without the profiler),
     ``matmul_s`` and ``optimizer_s`` (self CPU time per call under the profiler), ``other_s``
     (the rest of ``wall_s``, so the profiler's own overhead is not in it), ``gmac``
     (multiply-adds per call, 1e9) and ``gmac_per_s`` (``gmac / matmul_s``).
@@ -93,12 +96,13 @@ def op_breakdown(fn: Callable[[], Any], repeats: int = 2) -> dict[str, float]:
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     gmac = count_gmac(fn)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    wall = statistics.median(times)
+    if wall_s is None:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        wall_s = statistics.median(times)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(repeats):
             fn()
@@ -110,10 +114,10 @@ def op_breakdown(fn: Callable[[], Any], repeats: int = 2) -> dict[str, float]:
         elif event.key in OPTIMIZER_OPS:
             optimizer += seconds
     return {
-        "wall_s": wall,
+        "wall_s": wall_s,
         "matmul_s": matmul,
         "optimizer_s": optimizer,
-        "other_s": wall - matmul - optimizer,
+        "other_s": wall_s - matmul - optimizer,
         "gmac": gmac,
         "gmac_per_s": gmac / matmul if matmul > 0 else float("nan"),
     }

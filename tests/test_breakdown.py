@@ -25,6 +25,9 @@ def test_op_breakdown_counts_matmuls_and_the_optimizer():
     total = parts["matmul_s"] + parts["optimizer_s"] + parts["other_s"]
     assert total == pytest.approx(parts["wall_s"])
     assert parts["gmac_per_s"] == pytest.approx(parts["gmac"] / parts["matmul_s"])
+    given = op_breakdown(step, repeats=1, wall_s=5.0)  # a wall time timed by the caller
+    assert given["wall_s"] == 5.0
+    assert given["other_s"] == pytest.approx(5.0 - given["matmul_s"] - given["optimizer_s"])
     with pytest.raises(ValueError, match="repeats"):
         op_breakdown(step, repeats=0)
 

@@ -231,7 +231,7 @@ def child_measure(spec: dict[str, Any]) -> dict[str, Any]:
     }
     centre = video[:, :, cfg.data.num_local_frames // 2].flatten(0, 1)  # (BT, 3, H, W)
     backbone = None
-    if spec["what"] in ("train", "breakdown") and spec.get("floor", True):
+    if timing:
         # The floor, timed in every timing process (the reference's too, with our tower) so
         # that each step time can be read against the machine's speed at that moment.
         backbone = model.backbone if impl == "ours" else _floor_backbone(cfg, device, dtype)
@@ -418,7 +418,6 @@ def breakdown_row(child: dict[str, Any]) -> dict[str, Any]:
         "side_gmac_per_s": side["gmac_per_s"],
         "backbone_gmac": floor["gmac"],
         "backbone_gmac_per_s": floor["gmac_per_s"],
-        "backbone_matmul": floor["matmul_s"] / floor["wall_s"],
         "step": step,
         "floor": floor,
     }

@@ -93,10 +93,13 @@ def test_benchmark_script_on_the_tiny_model(tmp_path):
         "0",
         "--repeats",
         "1",
+        "--rounds",
+        "1",
         "--modes",
         "default",
         "checkpointing",
         "--breakdown",
+        "--full-finetune",
         "--json",
         str(out),
     ]
@@ -105,7 +108,9 @@ def test_benchmark_script_on_the_tiny_model(tmp_path):
     assert "TFLOPs per view" in run.stdout and "x backbone" in run.stdout
     report = json.loads(out.read_text())
     assert report["params"]["trainable"] > 0 and report["tflops_per_view"]["ours"] > 0
-    runs = {(r["mode"], r["batch"]): r for r in report["runs"]}
+    finetune = [r for r in report["runs"] if r["impl"] == "finetune"]
+    assert [r["batch"] for r in finetune] == [1, 2] and finetune[1]["mb_per_clip"] > 0
+    runs = {(r["mode"], r["batch"]): r for r in report["runs"] if r["impl"] == "ours"}
     assert set(runs) == {(m, b) for m in ("default", "checkpointing") for b in (1, 2)}
     for r in runs.values():
         assert r["step_s"] > 0 and r["backbone_s"] > 0 and r["peak_mb"] > 0
@@ -113,7 +118,8 @@ def test_benchmark_script_on_the_tiny_model(tmp_path):
     assert (
         runs[("checkpointing", 2)]["saved_mb_per_clip"] < runs[("default", 2)]["saved_mb_per_clip"]
     )
-    assert {r["mode"] for r in report["inference"]} == {"default", "checkpointing"}
+    inference = {(r["impl"], r["mode"]) for r in report["inference"]}
+    assert inference == {("ours", "default"), ("ours", "checkpointing"), ("finetune", "default")}
     assert report["machine"]["cpu_cores"] >= 1 and report["machine"]["torch"] == torch.__version__
     assert report["machine"]["tdsclip_revision"] == runtime.code_revision()
     # Timed like `python -m tdsclip.train` runs on the CPU: freed memory kept (glibc).
@@ -142,10 +148,34 @@ def test_benchmark_script_on_the_tiny_model(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     rows = [line for line in again.stdout.splitlines() if line.startswith("| tdsclip |")]
     assert len(rows) == 4
+    assert (
+        sum(line.startswith("| full fine-tune | default |") for line in again.stdout.splitlines())
+        == 2
+    )
     step = runs[("default", 2)]["step_s"]
     assert any(f"| default | 2 | {step:.3f} |" in row for row in rows)
     assert "Machine: " + report["machine"]["cpu"] in again.stdout
     assert "| mode | batch | step s | tower fwd s |" in again.stdout
+
+
+def test_full_finetune_baseline_trains_the_whole_tower_on_centre_frames():
+    from tdsclip.benchmark import build_full_finetune, compose
+
+    cfg = compose("", [])
+    model, forward = build_full_finetune(cfg)
+    d = cfg.data
+    video = torch.randn(2, d.num_frames, d.num_local_frames, 3, d.input_size, d.input_size)
+    logits = forward(video)
+    assert logits.shape == (2, cfg.model.num_classes)
+    logits.logsumexp(-1).sum().backward()
+    assert all(p.requires_grad and p.grad is not None for p in model.parameters())
+    # Each segment contributes its centre frame only, as our model's tower input.
+    other = video.clone()
+    other[:, :, 0] += 1.0
+    with torch.no_grad():
+        torch.testing.assert_close(forward(other), forward(video), atol=0, rtol=0)
+        other[:, :, d.num_local_frames // 2] += 1.0
+        assert not torch.allclose(forward(other), forward(video))
 
 
 @pytest.mark.skipif(

@@ -1,0 +1,128 @@
+"""The CUDA path: the same numbers as the CPU, fused attention, the options, the trainer.
+
+Run with ``python -m pytest -m gpu`` on a machine with a CUDA device; skipped elsewhere.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_model, tiny_video
+from test_model import _arch_kwargs
+from test_train import compose_train, motion_root, tiny_overrides  # noqa: F401 (fixture)
+
+from tdsclip.convert import from_reference
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+CUDA = torch.device("cuda")
+
+
+@pytest.fixture(autouse=True)
+def no_tf32():
+    """Full fp32 products, so that CUDA and CPU agree to fp32 rounding."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def _forward_backward(model, video, dtype=None):
+    model.train()
+    with torch.autocast(video.device.type, dtype=dtype, enabled=dtype is not None):
+        out = model(video)
+    out.float().square().sum().backward()
+    grads = {n: p.grad.detach().cpu() for n, p in model.side.named_parameters()}
+    return out.detach().float().cpu(), grads
+
+
+def _assert_same(reference, candidate, atol, rtol):
+    (out_a, grads_a), (out_b, grads_b) = reference, candidate
+    torch.testing.assert_close(out_b, out_a, atol=atol, rtol=rtol)
+    assert grads_a.keys() == grads_b.keys()
+    for name in grads_a:
+        torch.testing.assert_close(grads_b[name], grads_a[name], atol=atol, rtol=rtol, msg=name)
+
+
+def test_reference_logits_on_cuda(reference):
+    model = from_reference(reference["checkpoint"], **_arch_kwargs(reference["config"]))
+    with torch.no_grad():
+        logits = model.to(CUDA)(reference["video"].to(CUDA)).cpu()
+    torch.testing.assert_close(logits, reference["logits"], atol=1e-4, rtol=0)
+
+
+def test_cuda_matches_cpu_in_fp32():
+    cpu_model = tiny_model()
+    cuda_model = tiny_model().to(CUDA)
+    video = tiny_video()
+    _assert_same(
+        _forward_backward(cpu_model, video),
+        _forward_backward(cuda_model, video.to(CUDA)),
+        atol=1e-4,
+        rtol=1e-4,
+    )
+
+
+def test_bf16_step_uses_fused_attention_and_leaves_the_backbone_alone():
+    model = tiny_model().to(CUDA)
+    model.backbone.cast_weights(torch.bfloat16)
+    video = tiny_video().to(CUDA)
+    backbone = {p.untyped_storage().data_ptr() for p in model.backbone.parameters()}
+    saved_from_backbone = []
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() in backbone:
+            saved_from_backbone.append(tuple(t.shape))
+        return t
+
+    with (
+        torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof,
+        torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
+    ):
+        out, grads = _forward_backward(model, video, torch.bfloat16)
+    names = {e.name for e in prof.events()}
+    assert any("scaled_dot_product" in n for n in names), sorted(names)
+    assert saved_from_backbone == []
+    assert all(p.grad is None for p in model.backbone.parameters())
+    assert all(torch.isfinite(g).all() for g in grads.values())
+    # bf16 against the fp32 model on the same weights: close, not equal.
+    fp32 = tiny_model().to(CUDA)
+    ref_out, _ = _forward_backward(fp32, video)
+    torch.testing.assert_close(out, ref_out, atol=0.1, rtol=0.05)
+
+
+@pytest.mark.parametrize("option", ["checkpointing", "compile"])
+def test_speed_options_match_plain_on_cuda(option):
+    plain, other = tiny_model().to(CUDA), tiny_model().to(CUDA)
+    if option == "checkpointing":
+        other.side.set_grad_checkpointing(True)
+    else:
+        other.side.compile_blocks(fullgraph=True)
+    video = tiny_video().to(CUDA)
+    _assert_same(
+        _forward_backward(plain, video), _forward_backward(other, video), atol=1e-4, rtol=1e-4
+    )
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_train_and_test_on_cuda(motion_root, tmp_path, precision):  # noqa: F811
+    from tdsclip.train import train
+
+    overrides = {
+        "trainer.device": "cuda",
+        "trainer.epochs": 1,
+        "trainer.precision": precision,
+        "trainer.test_after_train": True,
+        "logger.tensorboard": False,
+    }
+    cfg = compose_train(tiny_overrides(motion_root, tmp_path, **overrides))
+    result = train(cfg, tmp_path / "run")
+    assert result["status"] == "finished" and math.isfinite(result["val_top1"])
+    ckpt = Path(tmp_path / "run" / "checkpoints" / "last.pt")
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    assert (state["scaler"] is not None) == (precision == "fp16")

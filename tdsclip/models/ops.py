@@ -11,6 +11,9 @@ gradients) but keeps less for backward, or does less work in it:
   matmul, not two: the affine gradients follow from the weight-gradient product.
 - ``gelu_linear``: GELU then Linear, keeping only the GELU input; the GELU output that the
   Linear's weight gradient needs is recomputed (a pointwise op) instead of stored.
+- ``batch_norm_linear``: a training-mode BatchNorm then Linear, keeping only the BatchNorm's
+  input (which its own backward needs anyway); the normalised tokens that the Linear's weight
+  gradient needs are recomputed from it in backward, bit for bit, instead of stored.
 - ``sigmoid_gate``: ``z + z * (sigmoid(y) - 0.5)`` keeping ``z`` and ``sigmoid(y)`` only.
 - ``layer_norm_in_dtype``: LayerNorm that, under autocast, runs on the bf16/fp16 activations
   (accumulating in fp32 inside the kernel) instead of on the fp32 copy CUDA autocast makes
@@ -128,6 +131,71 @@ class _GeluLinear(torch.autograd.Function):
 def gelu_linear(a: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """``linear(gelu(a))`` keeping only ``a`` for backward: (..., 4d) -> (..., d)."""
     return _GeluLinear.apply(a, weight, bias, compute_dtype(a))
+
+
+class _BatchNormLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, norm_weight, norm_bias, weight, bias, norm, dtype):
+        # The module itself, in training mode: batch statistics, running statistics updated
+        # once, exactly as ``norm(x)``.
+        a = norm(x)  # (..., C)
+        ctx.input_dtype, ctx.weight_dtype, ctx.eps = a.dtype, weight.dtype, norm.eps
+        with torch.autocast(x.device.type, enabled=False):
+            w = weight.to(dtype)  # kept for backward: one cast per step, not two
+            out = F.linear(a.to(dtype), w, None if bias is None else bias.to(dtype))
+        ctx.save_for_backward(x, norm_weight, norm_bias, w)
+        ctx.has_bias = bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, norm_weight, norm_bias, w = ctx.saved_tensors
+        with torch.enable_grad(), torch.autocast(x.device.type, enabled=False):
+            # The forward's batch normalisation again (same input, same kernel: the same
+            # values), with no running statistics to update; its autograd gives the
+            # gradients of x and the affine parameters.
+            leaves = [t.detach().requires_grad_() for t in (x, norm_weight, norm_bias)]
+            xd, gamma, beta = leaves
+            a = F.batch_norm(
+                xd.reshape(-1, xd.shape[-1]), None, None, gamma, beta, True, 0.0, ctx.eps
+            ).to(ctx.input_dtype)  # (tokens, C)
+        with torch.autocast(x.device.type, enabled=False):
+            go = grad_out.to(w.dtype).reshape(-1, grad_out.shape[-1])  # (tokens, d)
+            grad_weight = go.t().mm(a.detach().to(w.dtype))  # (d, C)
+            grad_bias = go.sum(0) if ctx.has_bias else None  # the kernel accumulates in fp32
+            grad_a = go.mm(w).to(a.dtype)  # (tokens, C)
+        grad_x, grad_norm_weight, grad_norm_bias = torch.autograd.grad(a, leaves, grad_a)
+        return (
+            grad_x.view(x.shape),
+            grad_norm_weight,
+            grad_norm_bias,
+            grad_weight.to(ctx.weight_dtype),
+            None if grad_bias is None else grad_bias.to(ctx.weight_dtype),
+            None,
+            None,
+        )
+
+
+def batch_norm_linear(x: Tensor, norm: torch.nn.Module, linear: torch.nn.Linear) -> Tensor:
+    """``linear(norm(x))`` for a tokens-last BatchNorm (``TokenBatchNorm``): (..., C) -> (..., d).
+
+    In training with autograd, only ``x`` is kept for backward (see ``_BatchNormLinear``).
+    Otherwise, and for a SyncBatchNorm, a norm without affine parameters or under
+    ``torch.compile`` (whose partitioner decides what to keep), the plain composition.
+    """
+    fused = (
+        norm.training
+        and isinstance(norm, torch.nn.BatchNorm1d)
+        and norm.affine
+        and torch.is_grad_enabled()
+        and x.requires_grad
+        and not torch.compiler.is_compiling()
+    )
+    if not fused:
+        return linear(norm(x))
+    return _BatchNormLinear.apply(
+        x, norm.weight, norm.bias, linear.weight, linear.bias, norm, compute_dtype(x)
+    )
 
 
 class _SigmoidGate(torch.autograd.Function):

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from tdsclip.models.ops import (
+    batch_norm_linear,
     compute_dtype,
     conv3d_taps,
     frozen_norm_linear,
@@ -192,8 +193,10 @@ class TemporalConv(nn.Module):
         self.dw = TemporalDepthwiseConv(dim, kernel_size)
         self.pw2 = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.pw2(self.dw(self.pw1(x)))
+    def forward(self, x: Tensor, norm: nn.Module | None = None) -> Tensor:
+        """``norm`` (the block's BatchNorm), if given, is applied to x first, fused with pw1."""
+        h = self.pw1(x) if norm is None else batch_norm_linear(x, norm, self.pw1)
+        return self.pw2(self.dw(h))
 
 
 class Mlp(nn.Module):
@@ -204,8 +207,10 @@ class Mlp(nn.Module):
         self.fc1 = nn.Linear(dim, hidden)
         self.fc2 = nn.Linear(hidden, dim)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return gelu_linear(self.fc1(x), self.fc2.weight, self.fc2.bias)
+    def forward(self, x: Tensor, norm: nn.Module | None = None) -> Tensor:
+        """``norm`` (the block's BatchNorm), if given, is applied to x first, fused with fc1."""
+        h = self.fc1(x) if norm is None else batch_norm_linear(x, norm, self.fc1)
+        return gelu_linear(h, self.fc2.weight, self.fc2.bias)
 
 
 class PatchQueryAttention(nn.Module):
@@ -287,7 +292,7 @@ class TDSBlock(nn.Module):
     def forward(self, x: Tensor, cls: Tensor, pos: Tensor, num_frames: int) -> Tensor:
         bt, n, d = x.shape
         clip = x.view(bt // num_frames, num_frames, n, d)  # (B, T, N, d)
-        y = self.temporal(self.conv_norm(clip))  # (B, T, N, d)
+        y = self.temporal(clip, norm=self.conv_norm)  # (B, T, N, d)
         if self.td is not None:
             y = self.td(y)
         clip = clip + self.drop_path(y)
@@ -298,7 +303,7 @@ class TDSBlock(nn.Module):
         norm = self.attn_norm
         s = layer_norm_in_dtype(s, norm.weight, norm.bias, norm.eps)  # (BT, 1+N, d)
         x = x + self._drop_clip(self.attn(s), num_frames)
-        x = x + self._drop_clip(self.mlp(self.mlp_norm(x)), num_frames)
+        x = x + self._drop_clip(self.mlp(x, norm=self.mlp_norm), num_frames)
         return x
 
     def _drop_clip(self, y: Tensor, num_frames: int) -> Tensor:

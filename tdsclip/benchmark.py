@@ -90,6 +90,14 @@ def build_ours(cfg: Any, *, grad_checkpointing: bool = False, compile_blocks: bo
     return model
 
 
+def _tower_dims(cfg: Any) -> dict[str, Any]:
+    """The configured CLIP tower's dims (image and patch size, width, layers, heads, MLP)."""
+    from tdsclip.models.factory import BACKBONE_DIM_KEYS, backbone_dims
+
+    b = cfg.model.backbone
+    return backbone_dims(b.name, **{k: b[k] for k in BACKBONE_DIM_KEYS})
+
+
 def build_reference(repo: Path, cfg: Any) -> tuple[torch.nn.Module, Any]:
     """The authors' VisualTransformer + fc, frozen like their training script does."""
     spec = importlib.util.spec_from_file_location("tds_reference_model", repo / "clip" / "model.py")
@@ -97,10 +105,7 @@ def build_reference(repo: Path, cfg: Any) -> tuple[torch.nn.Module, Any]:
         raise FileNotFoundError(f"no clip/model.py under {repo}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    from tdsclip.models.factory import BACKBONE_DIM_KEYS, backbone_dims
-
-    b = cfg.model.backbone
-    dims = backbone_dims(b.name, **{k: b[k] for k in BACKBONE_DIM_KEYS})
+    dims = _tower_dims(cfg)
     real_print = builtins.print
     builtins.print = lambda *a, **k: None  # their constructor prints; keep our output clean
     try:
@@ -140,11 +145,9 @@ def build_full_finetune(cfg: Any) -> tuple[torch.nn.Module, Any]:
     import open_clip
     from open_clip.transformer import QuickGELU, VisionTransformer
 
-    from tdsclip.models.factory import BACKBONE_DIM_KEYS, backbone_dims
-
-    b = cfg.model.backbone
-    dims = backbone_dims(b.name, **{k: b[k] for k in BACKBONE_DIM_KEYS})
-    embed = open_clip.get_model_config(b.name)["embed_dim"] if b.name else dims["width"]
+    name = cfg.model.backbone.name
+    dims = _tower_dims(cfg)
+    embed = open_clip.get_model_config(name)["embed_dim"] if name else dims["width"]
     visual = VisionTransformer(
         image_size=dims["image_size"],
         patch_size=dims["patch_size"],

@@ -241,10 +241,11 @@ def child_measure(spec: dict[str, Any]) -> dict[str, Any]:
     else:
         keeps_freed = False
     if impl in ("reference", "finetune"):
-        if impl == "reference":
-            model, forward = build_reference(Path(spec["reference_repo"]), cfg)
-        else:
-            model, forward = build_full_finetune(cfg)
+        model, forward = (
+            build_reference(Path(spec["reference_repo"]), cfg)
+            if impl == "reference"
+            else build_full_finetune(cfg)
+        )
         model.to(device).train()
         params = [p for p in model.parameters() if p.requires_grad]
     else:
@@ -286,31 +287,30 @@ def child_measure(spec: dict[str, Any]) -> dict[str, Any]:
             for _ in backbone.iter_layers(centre):
                 pass
 
+    def steps_and_floors() -> tuple[list[float], list[float]]:
+        """Warm-up, then step and floor timed alternately, so that both see the same
+        machine; the floor's first calls set up kernels too (cuBLAS on a GPU)."""
+        fns = [train_step] if backbone is None else [train_step, backbone_forward]
+        for _ in range(spec["warmup"]):
+            for fn in fns:
+                fn()
+        times: list[list[float]] = [[], []]
+        for _ in range(spec["repeats"]):
+            for fn, seconds in zip(fns, times, strict=False):
+                seconds += _timed(fn, device, 0, 1)
+        return times[0], times[1]
+
     if spec["what"] == "breakdown":
         from tdsclip.breakdown import op_breakdown
 
-        for _ in range(spec["warmup"]):
-            train_step()
-            backbone_forward()
-        steps, floors = [], []
-        for _ in range(spec["repeats"]):  # alternate, as in the timing children
-            steps += _timed(train_step, device, 0, 1)
-            floors += _timed(backbone_forward, device, 0, 1)
+        steps, floors = steps_and_floors()
         repeats = spec["repeats"]
         result["step"] = op_breakdown(train_step, repeats, statistics.median(steps))
         result["floor"] = op_breakdown(backbone_forward, repeats, statistics.median(floors))
     elif spec["what"] == "train":
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        for _ in range(spec["warmup"]):
-            train_step()
-            if backbone is not None:  # its first call sets up kernels too (cuBLAS on a GPU)
-                backbone_forward()
-        steps, floors = [], []
-        for _ in range(spec["repeats"]):  # alternate, so that both see the same machine
-            steps += _timed(train_step, device, 0, 1)
-            if backbone is not None:
-                floors += _timed(backbone_forward, device, 0, 1)
+        steps, floors = steps_and_floors()
         result["step_times"] = steps
         result["backbone_times"] = floors
         result["peak_mb"] = runtime.peak_memory_mb(device)

@@ -139,7 +139,7 @@ class _BatchNormLinear(torch.autograd.Function):
         # The module itself, in training mode: batch statistics, running statistics updated
         # once, exactly as ``norm(x)``.
         a = norm(x)  # (..., C)
-        ctx.input_dtype, ctx.weight_dtype, ctx.eps = a.dtype, weight.dtype, norm.eps
+        ctx.weight_dtype, ctx.eps = weight.dtype, norm.eps
         with torch.autocast(x.device.type, enabled=False):
             w = weight.to(dtype)  # kept for backward: one cast per step, not two
             out = F.linear(a.to(dtype), w, None if bias is None else bias.to(dtype))
@@ -158,7 +158,7 @@ class _BatchNormLinear(torch.autograd.Function):
             xd, gamma, beta = leaves
             a = F.batch_norm(
                 xd.reshape(-1, xd.shape[-1]), None, None, gamma, beta, True, 0.0, ctx.eps
-            ).to(ctx.input_dtype)  # (tokens, C)
+            )  # (tokens, C), in x's dtype as in forward
         with torch.autocast(x.device.type, enabled=False):
             go = grad_out.to(w.dtype).reshape(-1, grad_out.shape[-1])  # (tokens, d)
             grad_weight = go.t().mm(a.detach().to(w.dtype))  # (d, C)

@@ -104,11 +104,45 @@ def amp_dtype(precision: str) -> torch.dtype | None:
     return AMP_DTYPES[precision]
 
 
-def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    """The one mixed-precision context of every forward pass (no-op for fp32)."""
+def autocast(
+    device: torch.device, dtype: torch.dtype | None, *, cache: bool = True
+) -> contextlib.AbstractContextManager:
+    """The one mixed-precision context of every forward pass (no-op for fp32).
+
+    ``cache=False`` turns off autocast's cache of cast weights, which CUDA graphs need
+    (``capture_cuda_graphs``): a graph replays the casts instead.
+    """
     if dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
+    return torch.autocast(device.type, dtype=dtype, cache_enabled=cache)
+
+
+def capture_cuda_graphs(
+    model: torch.nn.Module, sample: torch.Tensor, dtype: torch.dtype | None
+) -> torch.nn.Module:
+    """Make ``model``'s training-mode forward and backward replays of two CUDA graphs.
+
+    ``torch.cuda.make_graphed_callables`` captures one call on ``sample``'s shape: every
+    later call in training mode copies its input into the captured buffer and launches the
+    whole forward (backward) as one graph, instead of thousands of kernels one by one from
+    Python, which leaves a GPU idle when the step is short. Gradients come out of the
+    backward graph and accumulate into ``.grad`` as usual (accumulation, clipping, GradScaler
+    and the optimizer run outside it). In eval mode the model runs as before. Every call must
+    have the sample's shape and run under ``autocast(..., cache=False)``; the output is the
+    graph's own buffer, overwritten by the next call. The warm-up iterations of the capture
+    would update the BatchNorm running statistics; those are put back as they were.
+    """
+    if sample.device.type != "cuda":
+        raise ValueError(f"CUDA graphs need a CUDA device, the sample is on {sample.device}")
+    if not model.training:
+        raise ValueError("capture the training step with the model in training mode")
+    buffers = [b.detach().clone() for b in model.buffers()]
+    with autocast(sample.device, dtype, cache=False):
+        torch.cuda.make_graphed_callables(model, (sample,), allow_unused_input=True)
+    with torch.no_grad():
+        for buffer, saved in zip(model.buffers(), buffers, strict=True):
+            buffer.copy_(saved)  # in place: the graphs read and write these very tensors
+    return model
 
 
 def setup_worker_logging(rank: int, log_file: Path | None) -> None:

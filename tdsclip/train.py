@@ -123,6 +123,22 @@ def _prepare_datasets(cfg: DictConfig, dinfo: distributed.DistInfo) -> tuple[Any
     return train_set, val_set
 
 
+def _check_cuda_graph(tc: DictConfig, device: torch.device, dinfo: distributed.DistInfo) -> None:
+    """trainer.cuda_graph graphs one process's model on a CUDA device; say so, not crash."""
+    if device.type != "cuda":
+        raise ValueError("trainer.cuda_graph needs a CUDA device (trainer.device=cuda or auto)")
+    if dinfo.enabled:
+        raise ValueError(
+            "trainer.cuda_graph is for single-GPU training: DistributedDataParallel's hooks "
+            "are not captured; leave it off under torchrun or with trainer.nproc > 1"
+        )
+    if tc.compile:
+        raise ValueError(
+            "trainer.cuda_graph and trainer.compile are exclusive: pick one (compiled blocks "
+            "are not captured as graphs here)"
+        )
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Train (and validate) as ``cfg`` says; returns the final validation metrics."""
     from tqdm import tqdm
@@ -137,6 +153,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     runtime.quiet_non_main(dinfo.rank)
     device = runtime.resolve_device(tc.device, dinfo.local_rank)
     dtype = runtime.amp_dtype(tc.precision)
+    if tc.cuda_graph:
+        _check_cuda_graph(tc, device, dinfo)
     if tc.threads:
         torch.set_num_threads(int(tc.threads))
     if device.type == "cpu" and tc.cpu_keep_freed_memory:
@@ -266,6 +284,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     preempt = runtime.PreemptionSignal()
     final: dict[str, Any] = {}
     progress = dinfo.is_main and tc.progress_bar
+    graphed = False  # trainer.cuda_graph: captured on the first batch
 
     with preempt.installed(), logging_redirect_tqdm():
         while state.epoch < tc.epochs:
@@ -297,8 +316,12 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 sync = contextlib.nullcontext()
                 if dinfo.enabled and not last_micro:
                     sync = model.side.no_sync()
+                if tc.cuda_graph and not graphed:
+                    runtime.capture_cuda_graphs(model, torch.randn_like(video), dtype)
+                    graphed = True
+                    log.info("training step captured as CUDA graphs, batch %s", tuple(video.shape))
                 with sync:
-                    with runtime.autocast(device, dtype):
+                    with runtime.autocast(device, dtype, cache=not graphed):
                         logits = model(video)
                     loss = F.cross_entropy(
                         logits.float(), labels, label_smoothing=oc.label_smoothing

@@ -5,7 +5,10 @@ Run with ``python -m pytest -m gpu`` on a machine with a CUDA device; skipped el
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,7 @@ from conftest import tiny_model, tiny_video
 from test_model import _arch_kwargs
 from test_train import compose_train, motion_root, tiny_overrides  # noqa: F401 (fixture)
 
+from tdsclip import runtime
 from tdsclip.convert import from_reference
 
 pytestmark = [
@@ -109,20 +113,72 @@ def test_speed_options_match_plain_on_cuda(option):
     )
 
 
-@pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_train_and_test_on_cuda(motion_root, tmp_path, precision):  # noqa: F811
+def _graph_step(model, video, dtype, cache):
+    with runtime.autocast(video.device, dtype, cache=cache):
+        out = model(video)
+    out.float().square().sum().backward()
+    grads = {n: p.grad.detach().cpu() for n, p in model.side.named_parameters()}
+    model.side.zero_grad(set_to_none=True)
+    return out.detach().float().cpu(), grads
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cuda_graphs_match_eager(precision, checkpointing):
+    dtype = runtime.amp_dtype(precision)
+    eager, graphed = tiny_model().to(CUDA), tiny_model().to(CUDA)
+    for model in (eager, graphed):
+        model.side.set_grad_checkpointing(checkpointing)
+        if dtype is not None:
+            model.backbone.cast_weights(dtype)
+        model.train()
+    first = tiny_video().to(CUDA)
+    runtime.capture_cuda_graphs(graphed, torch.randn_like(first), dtype)
+    for a, b in zip(eager.buffers(), graphed.buffers(), strict=True):
+        torch.testing.assert_close(b, a)  # the capture's warm-up left no trace in BatchNorm
+    tol = 1e-4 if dtype is None else 2e-2
+    # Two different batches: the graph must read each one, not replay the capture's sample.
+    for video in (first, torch.randn_like(first)):
+        ref = _graph_step(eager, video, dtype, cache=True)
+        got = _graph_step(graphed, video, dtype, cache=False)
+        _assert_same(ref, got, atol=tol, rtol=tol)
+    for a, b in zip(eager.buffers(), graphed.buffers(), strict=True):
+        torch.testing.assert_close(b, a, atol=tol, rtol=tol)  # running statistics updated alike
+    graphed.eval()  # eval mode runs the model as before, at any batch size
+    with torch.no_grad(), runtime.autocast(CUDA, dtype):
+        assert graphed(first[:1]).shape == (1, 5)
+
+
+@pytest.mark.parametrize(
+    ("precision", "cuda_graph"), [("bf16", False), ("fp16", False), ("bf16", True), ("fp16", True)]
+)
+def test_train_and_test_on_cuda(motion_root, tmp_path, precision, cuda_graph, caplog):  # noqa: F811
     from tdsclip.train import train
 
     overrides = {
         "trainer.device": "cuda",
         "trainer.epochs": 1,
         "trainer.precision": precision,
+        "trainer.cuda_graph": cuda_graph,
         "trainer.test_after_train": True,
         "logger.tensorboard": False,
     }
     cfg = compose_train(tiny_overrides(motion_root, tmp_path, **overrides))
-    result = train(cfg, tmp_path / "run")
+    with caplog.at_level("INFO", logger="tdsclip.train"):
+        result = train(cfg, tmp_path / "run")
     assert result["status"] == "finished" and math.isfinite(result["val_top1"])
+    assert ("captured as CUDA graphs" in caplog.text) == cuda_graph
     ckpt = Path(tmp_path / "run" / "checkpoints" / "last.pt")
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     assert (state["scaler"] is not None) == (precision == "fp16")
+
+
+def test_benchmark_times_the_graphed_step(tmp_path):
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "-m", "tdsclip.benchmark", "--experiment", "", "--batch-sizes", "2"]
+    cmd += ["--warmup", "1", "--repeats", "2", "--modes", "cuda_graph", "--json", str(out)]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    (row,) = json.loads(out.read_text())["runs"]
+    assert row["mode"] == "cuda_graph" and row["step_s"] > 0 and row["peak_mb"] > 0
+    assert row["saved_mb"] is None  # the graph's pool holds the activations

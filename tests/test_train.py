@@ -334,3 +334,23 @@ def test_multirun_sweep_with_self_launched_workers(motion_root, tmp_path):
         assert len(ckpt["rng"]) == 2  # the job ran on two worker processes
         lrs.append(ckpt["config"]["optim"]["lr"])
     assert lrs == [1e-3, 2e-3]
+
+
+def test_cuda_graph_option_says_what_it_needs(motion_root, tmp_path):
+    from omegaconf import OmegaConf
+
+    from tdsclip.distributed import DistInfo
+    from tdsclip.train import _check_cuda_graph, train
+
+    cfg = compose_train(tiny_overrides(motion_root, tmp_path, **{"trainer.cuda_graph": True}))
+    cfg.trainer.device = "cpu"
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()  # refused before any work
+    cuda, one, eight = torch.device("cuda", 0), DistInfo(), DistInfo(world_size=8)
+    tc = OmegaConf.create({"compile": False})
+    _check_cuda_graph(tc, cuda, one)  # one GPU: fine
+    with pytest.raises(ValueError, match="single-GPU"):
+        _check_cuda_graph(tc, cuda, eight)
+    with pytest.raises(ValueError, match="exclusive"):
+        _check_cuda_graph(OmegaConf.create({"compile": True}), cuda, one)

@@ -16,7 +16,10 @@ closest CPU analogue of CUDA's max-allocated ("peak MB", "MB/clip" columns).
 ``--reference-repo`` points at a local checkout of the authors' code (BBYL9413/TDS-CLIP);
 their ``clip/model.py`` is imported from there at run time, never copied into tdsclip.
 ``--full-finetune`` adds the same CLIP tower fully fine-tuned (frame-mean pooling, linear
-head), the baseline whose memory a frozen tower avoids.
+head), the baseline whose memory a frozen tower avoids. On a GPU, ``--modes cuda_graph`` times
+the training step as ``trainer.cuda_graph=true`` runs it (forward and backward replayed as CUDA
+graphs; its saved-activation column stays empty, the graph's pool holds them, and its peak
+memory is counted from before the capture, which allocates that pool).
 
 Printed: a table per implementation and batch size, with the training step time, clips/s,
 the frozen backbone's forward alone on the same input (the floor: our tower, timed in the
@@ -255,12 +258,19 @@ def child_measure(spec: dict[str, Any]) -> dict[str, Any]:
         if dtype is not None:
             model.backbone.cast_weights(dtype)
         model.train()
+        if mode == "cuda_graph":
+            # The graphs' private pool holds the step's activations; max-allocated sees that
+            # pool only while the capture fills it, so a graphed step's peak counts from here
+            # (the capture's eager warm-up steps included).
+            torch.cuda.reset_peak_memory_stats(device)
+            runtime.capture_cuda_graphs(model, video, dtype)
         forward = model
         params = list(model.side.parameters())
     optimizer = torch.optim.AdamW(params, lr=1e-5, fused=True)  # the same for every impl
+    cache = mode != "cuda_graph"
 
     def forward_loss() -> torch.Tensor:
-        with runtime.autocast(device, dtype):
+        with runtime.autocast(device, dtype, cache=cache):
             logits = forward(video)
         return F.cross_entropy(logits.float(), labels)
 
@@ -308,13 +318,14 @@ def child_measure(spec: dict[str, Any]) -> dict[str, Any]:
         result["step"] = op_breakdown(train_step, repeats, statistics.median(steps))
         result["floor"] = op_breakdown(backbone_forward, repeats, statistics.median(floors))
     elif spec["what"] == "train":
-        if device.type == "cuda":
+        if device.type == "cuda" and mode != "cuda_graph":
             torch.cuda.reset_peak_memory_stats(device)
         steps, floors = steps_and_floors()
         result["step_times"] = steps
         result["backbone_times"] = floors
         result["peak_mb"] = runtime.peak_memory_mb(device)
-        result["saved_mb"] = _saved_activation_mb(forward_loss)
+        # A graph keeps its activations in its own pool, out of saved-tensor hooks' sight.
+        result["saved_mb"] = None if mode == "cuda_graph" else _saved_activation_mb(forward_loss)
         optimizer.zero_grad(set_to_none=True)
     elif spec["what"] == "inference":
         model.eval()
@@ -373,6 +384,8 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "not kernel times; run it with --device cpu (or profile the GPU with "
             "torch.profiler / Nsight Systems)"
         )
+    if "cuda_graph" in args.modes and device.type != "cuda":
+        raise ValueError("--modes cuda_graph captures the training step on a GPU: needs CUDA")
     trainable, frozen = count_parameters(build_ours(cfg))
     tflops = count_flops(cfg)
     paper = PAPER_TFLOPS.get((cfg.model.backbone.name, cfg.data.num_frames))
@@ -434,6 +447,8 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 run["peak_mb"] = run_child(spec)["peak_mb"]
             report["runs"].append(run)
     for impl, mode in impls:
+        if mode == "cuda_graph":
+            continue  # graphs replace the training step; inference runs as by default
         run = run_child({**base, "impl": impl, "mode": mode, "batch": 1, "what": "inference"})
         report.setdefault("inference", []).append(run)
     if args.breakdown:
@@ -485,7 +500,7 @@ def _derive(report: dict[str, Any]) -> None:
         prev = by_key[(r["impl"], r["mode"], max(smaller))]
         extra = r["batch"] - prev["batch"]
         for key in ("peak_mb", "rss_mb", "saved_mb"):
-            if key in r:
+            if r.get(key) is not None and prev.get(key) is not None:
                 r[key.replace("_mb", "_mb_per_clip").replace("peak_", "")] = (
                     r[key] - prev[key]
                 ) / extra
@@ -667,7 +682,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--modes",
         nargs="+",
         default=["default", "checkpointing"],
-        choices=["default", "checkpointing", "compile"],
+        choices=["default", "checkpointing", "compile", "cuda_graph"],
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="bf16", choices=["bf16", "fp16", "fp32"])

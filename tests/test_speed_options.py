@@ -158,6 +158,14 @@ def test_benchmark_script_on_the_tiny_model(tmp_path):
     assert "| mode | batch | step s | tower fwd s |" in again.stdout
 
 
+def test_benchmark_cuda_graph_mode_needs_a_gpu():
+    from tdsclip import benchmark
+
+    args = benchmark.parse_args(["--experiment", "", "--device", "cpu", "--modes", "cuda_graph"])
+    with pytest.raises(ValueError, match="needs CUDA"):
+        benchmark.benchmark(args)
+
+
 def test_full_finetune_baseline_trains_the_whole_tower_on_centre_frames():
     from tdsclip.benchmark import build_full_finetune, compose
 

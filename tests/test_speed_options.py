@@ -56,6 +56,12 @@ def test_activation_checkpointing_matches_plain():
         reference = _forward_backward(plain, video)
     _assert_same(reference, candidate, atol=1e-6, rtol=1e-5)
     assert checkpointed_saved < sum(saved) / 2  # it does keep less
+    # The recomputation in backward must not update the BatchNorm statistics a second time.
+    plain_buffers = dict(plain.side.named_buffers())
+    for name, buffer in checkpointed.side.named_buffers():
+        torch.testing.assert_close(buffer, plain_buffers[name], atol=1e-6, rtol=1e-5, msg=name)
+    counts = [b for n, b in checkpointed.side.named_buffers() if n.endswith("num_batches_tracked")]
+    assert counts and all(int(c) == 1 for c in counts)
 
 
 def test_compiled_blocks_match_plain():

@@ -14,8 +14,10 @@ Shape legend:
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Literal
 
 import torch
@@ -36,6 +38,43 @@ from tdsclip.models.ops import (
     sigmoid_gate,
     temporal_depthwise_conv,
 )
+
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+@contextlib.contextmanager
+def batch_norm_stats_kept(module: nn.Module) -> Iterator[None]:
+    """On exit, put the running statistics of ``module``'s BatchNorms back as they were.
+
+    Activation checkpointing runs a block's forward again in backward. In training mode each
+    BatchNorm would then update its running mean, variance and batch count a second time for
+    the same batch, and evaluation would see other statistics than without checkpointing.
+    Under this context the recomputation normalises with the same batch statistics and
+    leaves the running ones as the forward left them.
+    """
+    norms = [
+        m
+        for m in module.modules()
+        if isinstance(m, _BATCH_NORMS) and m.training and m.track_running_stats
+    ]
+    saved = [
+        [b.clone() for b in (m.running_mean, m.running_var, m.num_batches_tracked)] for m in norms
+    ]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, (mean, var, count) in zip(norms, saved, strict=True):
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(count)
+
+
+def _recompute_contexts(module: nn.Module) -> tuple[contextlib.AbstractContextManager, ...]:
+    """checkpoint's ``context_fn``: the forward as it is, the recomputation without a second
+    BatchNorm statistics update."""
+    return contextlib.nullcontext(), batch_norm_stats_kept(module)
+
 
 TDKind = Literal["maxpool", "conv", "direct"]
 TD_KINDS: tuple[str, ...] = ("maxpool", "conv", "direct")
@@ -518,7 +557,8 @@ class SideNetwork(nn.Module):
         return {"pos_embed"}
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each TDS block in backward instead of keeping its activations."""
+        """Recompute each TDS block in backward instead of keeping its activations (the
+        recomputation leaves the BatchNorm running statistics alone)."""
         self.grad_checkpointing = enable
 
     def compile_blocks(self, **options) -> None:
@@ -542,7 +582,15 @@ class SideNetwork(nn.Module):
             x = torch.lerp(p[:, 1:], x, self.layer_mix)
             cls = p[:, :1]  # (BT, 1, d)
             if self.grad_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, cls, self.pos_embed, num_frames, use_reentrant=False)
+                x = checkpoint(
+                    block,
+                    x,
+                    cls,
+                    self.pos_embed,
+                    num_frames,
+                    use_reentrant=False,
+                    context_fn=functools.partial(_recompute_contexts, block),
+                )
             else:
                 x = block(x, cls, self.pos_embed, num_frames)
             count += 1

@@ -91,7 +91,7 @@ def op_breakdown(
     (the rest of ``wall_s``, so the profiler's own overhead is not in it), ``gmac``
     (multiply-adds per call, 1e9) and ``gmac_per_s`` (``gmac / matmul_s``).
     """
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import ProfilerActivity, profile, schedule
 
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
@@ -103,9 +103,13 @@ def op_breakdown(
             fn()
             times.append(time.perf_counter() - start)
         wall_s = statistics.median(times)
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for _ in range(repeats):
+    # One call under the profiler before the recorded ones: the profiler's start-up (and the
+    # thread pool waking up after it) lands there, not on the first recorded operators.
+    window = schedule(wait=0, warmup=1, active=repeats, repeat=1)
+    with profile(activities=[ProfilerActivity.CPU], schedule=window) as prof:
+        for _ in range(1 + repeats):
             fn()
+            prof.step()
     matmul = optimizer = 0.0
     for event in prof.key_averages():
         seconds = event.self_cpu_time_total / 1e6 / repeats

@@ -132,16 +132,15 @@ def capture_cuda_graphs(
     graph's own buffer, overwritten by the next call. The warm-up iterations of the capture
     would update the BatchNorm running statistics; those are put back as they were.
     """
+    from tdsclip.models.side import batch_norm_stats_kept
+
     if sample.device.type != "cuda":
         raise ValueError(f"CUDA graphs need a CUDA device, the sample is on {sample.device}")
     if not model.training:
         raise ValueError("capture the training step with the model in training mode")
-    buffers = [b.detach().clone() for b in model.buffers()]
-    with autocast(sample.device, dtype, cache=False):
+    # Restored in place: the graphs read and write these very tensors.
+    with batch_norm_stats_kept(model), autocast(sample.device, dtype, cache=False):
         torch.cuda.make_graphed_callables(model, (sample,), allow_unused_input=True)
-    with torch.no_grad():
-        for buffer, saved in zip(model.buffers(), buffers, strict=True):
-            buffer.copy_(saved)  # in place: the graphs read and write these very tensors
     return model
 
 

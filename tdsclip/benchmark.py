@@ -234,6 +234,7 @@ def child_measure(spec: dict[str, Any]) -> dict[str, Any]:
     video = torch.randn(shape, device=device)
     labels = torch.randint(0, cfg.model.num_classes, (batch,), device=device)
     impl, mode = spec["impl"], spec["mode"]
+    graphed = mode == "cuda_graph"  # trainer.cuda_graph: autocast without its weight cache
 
     timing = spec["what"] in ("train", "breakdown") and spec.get("floor", True)
     if timing and device.type == "cpu":
@@ -258,7 +259,7 @@ def child_measure(spec: dict[str, Any]) -> dict[str, Any]:
         if dtype is not None:
             model.backbone.cast_weights(dtype)
         model.train()
-        if mode == "cuda_graph":
+        if graphed:
             # The graphs' private pool holds the step's activations; max-allocated sees that
             # pool only while the capture fills it, so a graphed step's peak counts from here
             # (the capture's eager warm-up steps included).
@@ -267,10 +268,9 @@ def child_measure(spec: dict[str, Any]) -> dict[str, Any]:
         forward = model
         params = list(model.side.parameters())
     optimizer = torch.optim.AdamW(params, lr=1e-5, fused=True)  # the same for every impl
-    cache = mode != "cuda_graph"
 
     def forward_loss() -> torch.Tensor:
-        with runtime.autocast(device, dtype, cache=cache):
+        with runtime.autocast(device, dtype, cache=not graphed):
             logits = forward(video)
         return F.cross_entropy(logits.float(), labels)
 
@@ -318,14 +318,14 @@ def child_measure(spec: dict[str, Any]) -> dict[str, Any]:
         result["step"] = op_breakdown(train_step, repeats, statistics.median(steps))
         result["floor"] = op_breakdown(backbone_forward, repeats, statistics.median(floors))
     elif spec["what"] == "train":
-        if device.type == "cuda" and mode != "cuda_graph":
+        if device.type == "cuda" and not graphed:
             torch.cuda.reset_peak_memory_stats(device)
         steps, floors = steps_and_floors()
         result["step_times"] = steps
         result["backbone_times"] = floors
         result["peak_mb"] = runtime.peak_memory_mb(device)
         # A graph keeps its activations in its own pool, out of saved-tensor hooks' sight.
-        result["saved_mb"] = None if mode == "cuda_graph" else _saved_activation_mb(forward_loss)
+        result["saved_mb"] = None if graphed else _saved_activation_mb(forward_loss)
         optimizer.zero_grad(set_to_none=True)
     elif spec["what"] == "inference":
         model.eval()

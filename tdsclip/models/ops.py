@@ -13,7 +13,9 @@ gradients) but keeps less for backward, or does less work in it:
   Linear's weight gradient needs is recomputed (a pointwise op) instead of stored.
 - ``batch_norm_linear``: a training-mode BatchNorm then Linear, keeping only the BatchNorm's
   input (which its own backward needs anyway); the normalised tokens that the Linear's weight
-  gradient needs are recomputed from it in backward, bit for bit, instead of stored.
+  gradient needs are recomputed from it in backward, bit for bit, instead of stored; the
+  recomputation also gives the batch statistics that BatchNorm's backward kernel takes, which
+  is called directly (no nested autograd pass).
 - ``sigmoid_gate``: ``z + z * (sigmoid(y) - 0.5)`` keeping ``z`` and ``sigmoid(y)`` only.
 - ``layer_norm_in_dtype``: LayerNorm that, under autocast, runs on the bf16/fp16 activations
   (accumulating in fp32 inside the kernel) instead of on the fp32 copy CUDA autocast makes
@@ -150,21 +152,20 @@ class _BatchNormLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         x, norm_weight, norm_bias, w = ctx.saved_tensors
-        with torch.enable_grad(), torch.autocast(x.device.type, enabled=False):
-            # The forward's batch normalisation again (same input, same kernel: the same
-            # values), with no running statistics to update; its autograd gives the
-            # gradients of x and the affine parameters.
-            leaves = [t.detach().requires_grad_() for t in (x, norm_weight, norm_bias)]
-            xd, gamma, beta = leaves
-            a = F.batch_norm(
-                xd.reshape(-1, xd.shape[-1]), None, None, gamma, beta, True, 0.0, ctx.eps
-            )  # (tokens, C), in x's dtype as in forward
+        x2 = x.reshape(-1, x.shape[-1])  # (tokens, C)
         with torch.autocast(x.device.type, enabled=False):
+            # The forward's batch normalisation again (same input, same kernel: the same
+            # values and batch statistics), with no running statistics to update.
+            a, mean, invstd = torch.native_batch_norm(
+                x2, norm_weight, norm_bias, None, None, True, 0.0, ctx.eps
+            )  # (tokens, C) in x's dtype; (C,), (C,) in fp32
             go = grad_out.to(w.dtype).reshape(-1, grad_out.shape[-1])  # (tokens, d)
-            grad_weight = go.t().mm(a.detach().to(w.dtype))  # (d, C)
+            grad_weight = go.t().mm(a.to(w.dtype))  # (d, C)
             grad_bias = go.sum(0) if ctx.has_bias else None  # the kernel accumulates in fp32
             grad_a = go.mm(w).to(a.dtype)  # (tokens, C)
-        grad_x, grad_norm_weight, grad_norm_bias = torch.autograd.grad(a, leaves, grad_a)
+            grad_x, grad_norm_weight, grad_norm_bias = torch.ops.aten.native_batch_norm_backward(
+                grad_a, x2, norm_weight, None, None, mean, invstd, True, ctx.eps, [True, True, True]
+            )
         return (
             grad_x.view(x.shape),
             grad_norm_weight,

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from timm.layers import DropPath
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
 from tdsclip.models.ops import (
@@ -38,8 +39,6 @@ from tdsclip.models.ops import (
     sigmoid_gate,
     temporal_depthwise_conv,
 )
-
-_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 @contextlib.contextmanager
@@ -55,7 +54,7 @@ def batch_norm_stats_kept(module: nn.Module) -> Iterator[None]:
     norms = [
         m
         for m in module.modules()
-        if isinstance(m, _BATCH_NORMS) and m.training and m.track_running_stats
+        if isinstance(m, _BatchNorm) and m.training and m.track_running_stats
     ]
     saved = [
         [b.clone() for b in (m.running_mean, m.running_var, m.num_batches_tracked)] for m in norms
@@ -120,7 +119,7 @@ def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
             sync.load_state_dict(child.state_dict())
             sync.train(child.training)
             setattr(module, name, sync.to(child.weight.device))
-        elif isinstance(child, nn.modules.batchnorm._BatchNorm):
+        elif isinstance(child, _BatchNorm):
             setattr(module, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
         else:
             convert_sync_batchnorm(child)

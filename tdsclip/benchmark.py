@@ -386,6 +386,8 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         )
     if "cuda_graph" in args.modes and device.type != "cuda":
         raise ValueError("--modes cuda_graph captures the training step on a GPU: needs CUDA")
+    precision = runtime.resolve_precision(args.precision, device)
+    log.info("precision: %s", precision.describe())
     trainable, frozen = count_parameters(build_ours(cfg))
     tflops = count_flops(cfg)
     paper = PAPER_TFLOPS.get((cfg.model.backbone.name, cfg.data.num_frames))
@@ -395,7 +397,8 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine_info(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
-        "precision": args.precision,
+        "precision": precision.name,
+        "precision_reason": precision.reason,
         "params": {"trainable": trainable, "frozen": frozen},
         "tflops_per_view": {"ours": tflops, "paper": paper},
         "keep_freed_memory": not args.default_allocator and device.type == "cpu",
@@ -405,7 +408,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "experiment": args.experiment,
         "overrides": args.overrides,
         "device": args.device,
-        "precision": args.precision,
+        "precision": precision.name,
         "warmup": args.warmup,
         "repeats": args.repeats,
         "rounds": args.rounds,
@@ -639,7 +642,9 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"experiment {report['experiment'] or 'default'} {' '.join(report['overrides'])}",
         f"machine {_machine_line(report)}",
-        f"device {report['device']} ({report['threads']} threads), precision {report['precision']}",
+        f"device {report['device']} ({report['threads']} threads), precision "
+        f"{report['precision']}"
+        + (f" ({report['precision_reason']})" if report.get("precision_reason") else ""),
         f"allocator {_allocator(report)}",
         f"parameters: trainable {p['trainable']:,}, frozen {p['frozen']:,}",
         f"TFLOPs per view (multiply-adds): ours {f['ours']:.3f}, paper {paper}",
@@ -685,7 +690,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["default", "checkpointing", "compile", "cuda_graph"],
     )
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="bf16", choices=["bf16", "fp16", "fp32"])
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=list(runtime.PRECISIONS),
+        help="auto (default): bf16 where the device computes it natively, as training picks",
+    )
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per child")
     parser.add_argument(

@@ -25,6 +25,7 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    local_world_size: int = 1  # processes of this run on this machine
 
     @property
     def is_main(self) -> bool:
@@ -46,12 +47,16 @@ def env_info() -> DistInfo:
         rank=int(os.environ["RANK"]),
         world_size=int(os.environ["WORLD_SIZE"]),
         local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+        local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"])),
     )
 
 
 def info() -> DistInfo:
     if dist.is_available() and dist.is_initialized():
-        return DistInfo(dist.get_rank(), dist.get_world_size(), env_info().local_rank)
+        env = env_info()
+        return DistInfo(
+            dist.get_rank(), dist.get_world_size(), env.local_rank, env.local_world_size
+        )
     return DistInfo()
 
 

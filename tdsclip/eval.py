@@ -209,7 +209,15 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     dinfo = distributed.init_process_group()
     runtime.quiet_non_main(dinfo.rank)
     device = runtime.resolve_device(cfg.trainer.device, dinfo.local_rank)
-    dtype = runtime.amp_dtype(cfg.trainer.precision)
+    precision = runtime.resolve_precision(cfg.trainer.precision, device)
+    dtype = precision.dtype
+    threads = runtime.plan_threads(
+        cfg.trainer.threads, num_workers=cfg.data.workers, local_processes=dinfo.local_world_size
+    )
+    runtime.apply_threads(threads)
+    if dinfo.is_main:
+        log.info("precision: %s", precision.describe())
+        log.info("threads: %s", threads.describe())
     ckpt = load_checkpoint(cfg.checkpoint)
     model = model_from_checkpoint(ckpt, pretrained=cfg.pretrained).to(device)
     if dtype is not None:

@@ -26,7 +26,10 @@ def predict(cfg: DictConfig) -> list[tuple[str, float]]:
 
     ckpt = load_checkpoint(cfg.checkpoint)
     device = runtime.resolve_device(cfg.trainer.device, 0)
-    dtype = runtime.amp_dtype(cfg.trainer.precision)
+    precision = runtime.resolve_precision(cfg.trainer.precision, device)
+    dtype = precision.dtype
+    runtime.apply_threads(runtime.plan_threads(cfg.trainer.threads, num_workers=0))
+    log.info("precision: %s", precision.describe())
     model = model_from_checkpoint(ckpt, pretrained=cfg.pretrained).to(device)
     if dtype is not None:
         model.backbone.cast_weights(dtype)

@@ -6,11 +6,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import platform
 import random
 import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -98,10 +100,165 @@ def resolve_device(name: str, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
+PRECISIONS = ("auto", *AMP_DTYPES)
+
+
 def amp_dtype(precision: str) -> torch.dtype | None:
     if precision not in AMP_DTYPES:
         raise ValueError(f"trainer.precision must be one of {list(AMP_DTYPES)}, got {precision!r}")
     return AMP_DTYPES[precision]
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The mixed precision a run uses (``name``) and why it was chosen (``reason``)."""
+
+    name: str  # bf16 | fp16 | fp32
+    reason: str
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        return AMP_DTYPES[self.name]
+
+    @property
+    def needs_scaler(self) -> bool:
+        """fp16 gradients underflow without a GradScaler; bf16 and fp32 need none."""
+        return self.name == "fp16"
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.reason})"
+
+
+def _cpu_flag(name: str) -> bool:
+    check = getattr(torch.cpu, name, None)  # private cpuinfo probes; absent on some builds
+    try:
+        return bool(check()) if callable(check) else False
+    except RuntimeError:
+        return False
+
+
+def cpu_native_bf16() -> tuple[bool, str]:
+    """Whether this CPU computes bf16 products natively (not emulated), and what was found.
+
+    x86: AVX512-BF16 or AMX, and oneDNN allowed to use them (``ONEDNN_MAX_CPU_ISA`` can cap
+    it). Elsewhere (Arm): oneDNN's own check for bf16 instructions.
+    """
+    mkldnn_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        if mkldnn_bf16:
+            return True, "this CPU has bf16 instructions"
+        return False, "this CPU has no bf16 instructions: bf16 would be emulated, much slower"
+    units = [
+        name
+        for name, probe in (
+            ("AMX", "_is_amx_tile_supported"),
+            ("AVX512-BF16", "_is_avx512_bf16_supported"),
+        )
+        if _cpu_flag(probe)
+    ]
+    if not units:
+        return False, (
+            "this CPU has neither AVX512-BF16 nor AMX: bf16 would be emulated, about 6x slower"
+        )
+    if not mkldnn_bf16:
+        return False, f"oneDNN may not use this CPU's {' and '.join(units)} (ONEDNN_MAX_CPU_ISA)"
+    return True, f"this CPU has {' and '.join(units)}"
+
+
+def resolve_precision(requested: str, device: torch.device) -> Precision:
+    """``trainer.precision`` for ``device``: an explicit value wins; ``auto`` gives bf16
+    where the device computes it natively, fp16 with a GradScaler on older GPUs and fp32 on
+    CPUs without bf16 units."""
+    if requested not in PRECISIONS:
+        raise ValueError(f"trainer.precision must be one of {list(PRECISIONS)}, got {requested!r}")
+    if requested != "auto":
+        if requested == "bf16" and device.type == "cpu" and not cpu_native_bf16()[0]:
+            log.warning(
+                "trainer.precision=bf16 on a CPU without native bf16 (%s); "
+                "trainer.precision=auto would pick fp32",
+                cpu_native_bf16()[1],
+            )
+        return Precision(requested, "set by trainer.precision")
+    if device.type == "cuda":
+        gpu = torch.cuda.get_device_name(device)
+        if torch.cuda.is_bf16_supported(including_emulation=False):
+            return Precision("bf16", f"auto: the {gpu} computes bf16 natively")
+        return Precision("fp16", f"auto: the {gpu} has no native bf16, so fp16 with a GradScaler")
+    if device.type != "cpu":
+        return Precision("fp32", f"auto: no mixed precision chosen for {device.type} devices")
+    native, why = cpu_native_bf16()
+    return Precision("bf16" if native else "fp32", f"auto: {why}")
+
+
+def available_cores() -> int:
+    """CPU cores this process may use: its affinity mask, capped by a cgroup CPU quota
+    (containers, Slurm), at least 1."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        cores = min(cores, max(1, int(quota)))
+    return max(1, cores)
+
+
+def _cgroup_cpu_quota() -> float | None:
+    """Cores granted by a cgroup v2 ``cpu.max`` (or v1 CFS) quota; None when unlimited."""
+    try:
+        text = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if text and text[0] != "max":
+            return int(text[0]) / int(text[1])
+        return None
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota / period if quota > 0 and period > 0 else None
+
+
+@dataclass(frozen=True)
+class ThreadPlan:
+    """Intra-op threads of the main process; each data worker runs one."""
+
+    main: int
+    workers: int
+    cores: int
+    reason: str
+
+    def describe(self) -> str:
+        return (
+            f"{self.main} intra-op thread(s) in the main process, {self.workers} data "
+            f"worker(s) x 1 thread, {self.cores} core(s) available ({self.reason})"
+        )
+
+
+def plan_threads(
+    requested: int | None, *, num_workers: int, local_processes: int = 1
+) -> ThreadPlan:
+    """Threads for a training or evaluation process.
+
+    The cores are shared by the ``local_processes`` ranks of this machine; each rank's data
+    workers decode with one thread each (DataLoader sets it, the decoders are asked for one),
+    and the main process gets the rest of its share, at least one. Threads beyond the free
+    cores do not add speed: OpenMP's barriers then wait on descheduled threads and a step
+    runs many times slower. ``requested`` (``trainer.threads``) overrides.
+    """
+    cores = available_cores()
+    if requested is not None:
+        if int(requested) < 1:
+            raise ValueError(f"trainer.threads must be a positive integer or null, got {requested}")
+        return ThreadPlan(int(requested), num_workers, cores, "set by trainer.threads")
+    share = max(1, cores // max(1, local_processes))
+    main = max(1, share - num_workers)
+    return ThreadPlan(main, num_workers, cores, f"auto: {share} core(s) for this process")
+
+
+def apply_threads(plan: ThreadPlan) -> None:
+    torch.set_num_threads(plan.main)
 
 
 def autocast(

@@ -152,11 +152,14 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     dinfo = distributed.init_process_group()
     runtime.quiet_non_main(dinfo.rank)
     device = runtime.resolve_device(tc.device, dinfo.local_rank)
-    dtype = runtime.amp_dtype(tc.precision)
+    precision = runtime.resolve_precision(tc.precision, device)
+    dtype = precision.dtype
     if tc.cuda_graph:
         _check_cuda_graph(tc, device, dinfo)
-    if tc.threads:
-        torch.set_num_threads(int(tc.threads))
+    threads = runtime.plan_threads(
+        tc.threads, num_workers=cfg.data.workers, local_processes=dinfo.local_world_size
+    )
+    runtime.apply_threads(threads)
     if device.type == "cpu" and tc.cpu_keep_freed_memory:
         runtime.keep_freed_memory()
     runtime.set_deterministic(tc.deterministic)
@@ -173,6 +176,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if dinfo.is_main:
         log.info("run dir: %s", run_dir)
         log.info("model:\n%s", format_parameter_table(model))
+        log.info("precision: %s", precision.describe())
+        log.info("threads: %s", threads.describe())
     model.to(device)
     if dtype is not None:
         model.backbone.cast_weights(dtype)  # the frozen tower runs in bf16/fp16 throughout
@@ -236,7 +241,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         min_lr=oc.min_lr,
         lr=oc.lr,
     )
-    scaler = torch.amp.GradScaler(device.type) if tc.precision == "fp16" else None
+    scaler = torch.amp.GradScaler(device.type) if precision.needs_scaler else None
     state = TrainState()
 
     resume = _resume_path(tc.resume, ckpt_dir)

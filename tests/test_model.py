@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import TINY_BACKBONE, tiny_model, tiny_video
 
-from tdsclip.checkpoint import load_model_file
 from tdsclip.convert import convert_state, from_reference, infer_architecture
+from tdsclip.engine.checkpoint import load_model_file
 from tdsclip.models import (
     count_parameters,
     create_backbone,

@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import tiny_model, tiny_video
 
-from tdsclip import runtime
+from tdsclip.engine.launch import code_revision
 from tdsclip.models.side import convert_sync_batchnorm
 
 
@@ -128,7 +128,7 @@ def test_benchmark_script_on_the_tiny_model(tmp_path):
     inference = {(r["impl"], r["mode"]) for r in report["inference"]}
     assert inference == {("ours", "default"), ("ours", "checkpointing"), ("finetune", "default")}
     assert report["machine"]["cpu_cores"] >= 1 and report["machine"]["torch"] == torch.__version__
-    assert report["machine"]["tdsclip_revision"] == runtime.code_revision()
+    assert report["machine"]["tdsclip_revision"] == code_revision()
     # Timed like `python -m tdsclip.train` runs on the CPU: freed memory kept (glibc).
     glibc = platform.libc_ver()[0] == "glibc"
     assert report["keep_freed_memory"] is True

@@ -17,8 +17,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from tdsclip import runtime
 from tdsclip.data.synthetic import make_motion_dataset
+from tdsclip.engine.launch import CONFIG_DIR, code_revision
 
 SYNTH = dict(num_train_per_class=4, num_val_per_class=2, num_frames=32, size=64, seed=0)
 
@@ -79,7 +79,7 @@ def step_losses(path: Path) -> dict[int, float]:
 
 def compose_train(overrides: list[str]):
     OmegaConf.register_new_resolver("run_stamp", lambda: "test", replace=True)
-    with initialize_config_dir(config_dir=runtime.CONFIG_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     OmegaConf.resolve(cfg)
     OmegaConf.set_struct(cfg, True)
@@ -108,7 +108,7 @@ def test_default_job_end_to_end(motion_root, tmp_path):
         "code_version",
         "classes",
     } <= set(ckpt)
-    assert ckpt["code_revision"] == runtime.code_revision()
+    assert ckpt["code_revision"] == code_revision()
     assert not any(k.startswith("backbone") for k in ckpt["side"])  # tower never saved
     assert ckpt["state"]["epoch"] == 3 and ckpt["state"]["step"] == 3 * 6
     assert (run_dir / "checkpoints" / "best.pt").is_file()
@@ -193,7 +193,8 @@ def test_other_precisions_train(motion_root, tmp_path, precision):
 
 
 def test_gradient_accumulation_keeps_the_effective_batch(motion_root, tmp_path):
-    from tdsclip.train import accumulation_steps, train
+    from tdsclip.engine.setup import accumulation_steps
+    from tdsclip.train import train
 
     assert accumulation_steps(128, 16, 8) == 1 and accumulation_steps(128, 16, 2) == 4
     with pytest.raises(ValueError, match="multiple"):
@@ -212,8 +213,9 @@ def test_gradient_accumulation_keeps_the_effective_batch(motion_root, tmp_path):
 
 # --------------------------------------------------------------------------- non-finite
 def test_nonfinite_losses_stop_the_run_and_keep_the_checkpoint(motion_root, tmp_path, monkeypatch):
+    from tdsclip.engine.trainer import NonFiniteLossError
     from tdsclip.models import TDSCLIP
-    from tdsclip.train import NonFiniteLossError, train
+    from tdsclip.train import train
 
     overrides = tiny_overrides(motion_root, tmp_path, **{"trainer.epochs": 1})
     run_dir = tmp_path / "run"
@@ -339,8 +341,9 @@ def test_multirun_sweep_with_self_launched_workers(motion_root, tmp_path):
 def test_cuda_graph_option_says_what_it_needs(motion_root, tmp_path):
     from omegaconf import OmegaConf
 
-    from tdsclip.distributed import DistInfo
-    from tdsclip.train import _check_cuda_graph, train
+    from tdsclip.engine.cuda_graphs import check_cuda_graph
+    from tdsclip.engine.distributed import DistInfo
+    from tdsclip.train import train
 
     cfg = compose_train(tiny_overrides(motion_root, tmp_path, **{"trainer.cuda_graph": True}))
     cfg.trainer.device = "cpu"
@@ -349,8 +352,8 @@ def test_cuda_graph_option_says_what_it_needs(motion_root, tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()  # refused before any work
     cuda, one, eight = torch.device("cuda", 0), DistInfo(), DistInfo(world_size=8)
     tc = OmegaConf.create({"compile": False})
-    _check_cuda_graph(tc, cuda, one)  # one GPU: fine
+    check_cuda_graph(tc, cuda, one)  # one GPU: fine
     with pytest.raises(ValueError, match="single-GPU"):
-        _check_cuda_graph(tc, cuda, eight)
+        check_cuda_graph(tc, cuda, eight)
     with pytest.raises(ValueError, match="exclusive"):
-        _check_cuda_graph(OmegaConf.create({"compile": True}), cuda, one)
+        check_cuda_graph(OmegaConf.create({"compile": True}), cuda, one)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 import tdsclip
-from tdsclip import runtime
+from tdsclip.engine.launch import code_revision
 from tdsclip.models.factory import build_model
 from tdsclip.models.tdsclip import TDSCLIP
 
@@ -78,7 +78,7 @@ def save_model_file(
         {
             "format": MODEL_FORMAT,
             "code_version": tdsclip.__version__,
-            "code_revision": runtime.code_revision(),
+            "code_revision": code_revision(),
             "model_config": dict(model_config),
             "side": unwrap(model.side).state_dict(),
             "backbone": model.backbone.state_dict() if include_backbone else None,

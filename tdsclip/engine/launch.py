@@ -1,0 +1,93 @@
+"""Entry-point plumbing: where the Hydra configs live, the run stamp every rank shares,
+Hydra's files written by rank 0 only, logging of processes Hydra did not set up, and the git
+revision of the code that runs."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from tdsclip.engine import distributed
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
+
+
+def check_config_dir() -> None:
+    if not Path(CONFIG_DIR, "train.yaml").is_file():
+        raise FileNotFoundError(
+            f"tdsclip's Hydra configs were not found at {CONFIG_DIR}; install the repository "
+            "in editable mode (`pip install -e .` from the checkout)."
+        )
+
+
+def register_resolvers() -> None:
+    """``${run_stamp:}``: one timestamp for every rank of a run (rank 0 chooses it)."""
+    stamp = distributed.shared_run_stamp()
+    OmegaConf.register_new_resolver("run_stamp", lambda: stamp, replace=True)
+
+
+def run_hydra(hydra_main: Callable[[], Any], *, join_process_group: bool = True) -> None:
+    """Start a ``@hydra.main`` entry point: configs found, process group joined (under
+    torchrun), one run stamp for every rank, Hydra's own files written by rank 0 only."""
+    check_config_dir()
+    rank = distributed.init_process_group().rank if join_process_group else 0
+    register_resolvers()
+    sys.argv += hydra_rank_overrides(rank)
+    hydra_main()
+
+
+def hydra_rank_overrides(rank: int) -> list[str]:
+    """Command-line additions for ranks > 0: only rank 0 writes Hydra's files and log."""
+    if rank == 0:
+        return []
+    return ["hydra.output_subdir=null", "hydra/job_logging=stdout"]
+
+
+def setup_worker_logging(rank: int, log_file: Path | None) -> None:
+    """Logging for processes Hydra did not configure (self-launched workers)."""
+    root = logging.getLogger()
+    root.handlers.clear()
+    fmt = logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(fmt)
+    root.addHandler(console)
+    if rank == 0 and log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(log_file)
+        file_handler.setFormatter(fmt)
+        root.addHandler(file_handler)
+    root.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+
+
+def quiet_non_main(rank: int) -> None:
+    if rank != 0:
+        logging.getLogger().setLevel(logging.WARNING)
+
+
+@cache
+def code_revision() -> str | None:
+    """The git commit of the tdsclip checkout in use, ``+dirty`` when its tracked files differ
+    from that commit; None outside a git checkout (an installed wheel) or without git."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        return None
+
+    def git(*args: str) -> str:
+        run = subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30, check=True
+        )
+        return run.stdout.strip()
+
+    try:
+        sha = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha + ("+dirty" if dirty else "")

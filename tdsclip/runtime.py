@@ -289,7 +289,7 @@ def capture_cuda_graphs(
     graph's own buffer, overwritten by the next call. The warm-up iterations of the capture
     would update the BatchNorm running statistics; those are put back as they were.
     """
-    from tdsclip.models.side import batch_norm_stats_kept
+    from tdsclip.models.layers import batch_norm_stats_kept
 
     if sample.device.type != "cuda":
         raise ValueError(f"CUDA graphs need a CUDA device, the sample is on {sample.device}")

@@ -30,7 +30,7 @@ from tdsclip.checkpoint import TRAIN_FORMAT, atomic_save, load_checkpoint
 from tdsclip.eval import collect_scores, eval_batch_size, evaluate_split
 from tdsclip.metrics import JSONLSink, MultiSink, TensorBoardSink, WandbSink, topk_correct
 from tdsclip.models import TDSCLIP, build_model, format_parameter_table
-from tdsclip.models.side import convert_sync_batchnorm
+from tdsclip.models.layers import convert_sync_batchnorm
 from tdsclip.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger("tdsclip.train")

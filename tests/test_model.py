@@ -18,7 +18,8 @@ from tdsclip.models import (
     format_parameter_table,
     parameter_summary,
 )
-from tdsclip.models.side import TDAdapter, shift_class_token, temporal_max_pool
+from tdsclip.models.td_adapter import TDAdapter, temporal_max_pool
+from tdsclip.models.tds_block import shift_class_token
 
 
 def _arch_kwargs(config: dict) -> dict:

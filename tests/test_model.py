@@ -10,7 +10,7 @@ import torch
 from conftest import TINY_BACKBONE, tiny_model, tiny_video
 
 from tdsclip.checkpoint import load_model_file
-from tdsclip.convert import convert_state, from_reference, infer_architecture
+from tdsclip.convert import from_reference
 from tdsclip.models import (
     count_parameters,
     create_backbone,
@@ -18,6 +18,7 @@ from tdsclip.models import (
     format_parameter_table,
     parameter_summary,
 )
+from tdsclip.models.reference import convert_state, infer_architecture
 from tdsclip.models.td_adapter import TDAdapter, temporal_max_pool
 from tdsclip.models.tds_block import shift_class_token
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import TINY_BACKBONE, tiny_model, tiny_video
 
-from tdsclip.convert import convert_state, from_reference, infer_architecture
+from tdsclip.convert import from_reference
 from tdsclip.engine.checkpoint import load_model_file
 from tdsclip.models import (
     count_parameters,
@@ -18,7 +18,9 @@ from tdsclip.models import (
     format_parameter_table,
     parameter_summary,
 )
-from tdsclip.models.side import TDAdapter, shift_class_token, temporal_max_pool
+from tdsclip.models.reference import convert_state, infer_architecture
+from tdsclip.models.td_adapter import TDAdapter, temporal_max_pool
+from tdsclip.models.tds_block import shift_class_token
 
 
 def _arch_kwargs(config: dict) -> dict:

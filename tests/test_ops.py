@@ -121,7 +121,7 @@ def test_gelu_linear(amp):
 @pytest.mark.parametrize("amp", [False, True])
 @pytest.mark.parametrize("bias", [True, False])
 def test_batch_norm_linear_is_norm_then_linear(amp, bias):
-    from tdsclip.models.side import TokenBatchNorm
+    from tdsclip.models.layers import TokenBatchNorm
 
     torch.manual_seed(0)
     norms = [TokenBatchNorm(32), TokenBatchNorm(32)]

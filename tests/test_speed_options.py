@@ -14,7 +14,7 @@ import torch
 from conftest import tiny_model, tiny_video
 
 from tdsclip.engine.launch import code_revision
-from tdsclip.models.side import convert_sync_batchnorm
+from tdsclip.models.layers import convert_sync_batchnorm
 
 
 def _forward_backward(model, video):

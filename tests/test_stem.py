@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tdsclip.models.side import PatchConv3d
+from tdsclip.models.sme_adapter import PatchConv3d
 
 
 @pytest.mark.parametrize(("size", "patch"), [(48, 16), (224, 16), (224, 14), (30, 16), (40, 8)])

@@ -10,7 +10,8 @@ import torch
 
 from tdsclip.models.backbone import FrozenCLIPViT, open_clip_vision_dims
 from tdsclip.models.pretrained import load_backbone_weights
-from tdsclip.models.side import TD_KINDS, SideNetwork, TDKind
+from tdsclip.models.side import SideNetwork
+from tdsclip.models.td_adapter import TD_KINDS, TDKind
 from tdsclip.models.tdsclip import TDSCLIP
 
 log = logging.getLogger(__name__)

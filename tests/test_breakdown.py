@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from tdsclip.breakdown import count_gmac, op_breakdown, side_share
+from tdsclip.bench.breakdown import op_breakdown, side_share
+from tdsclip.bench.flops import count_gmac
 
 
 def test_op_breakdown_counts_matmuls_and_the_optimizer():

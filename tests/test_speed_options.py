@@ -167,15 +167,16 @@ def test_benchmark_script_on_the_tiny_model(tmp_path):
 
 
 def test_benchmark_cuda_graph_mode_needs_a_gpu():
-    from tdsclip import benchmark
+    from tdsclip.bench.cli import parse_args
+    from tdsclip.bench.runner import benchmark
 
-    args = benchmark.parse_args(["--experiment", "", "--device", "cpu", "--modes", "cuda_graph"])
+    args = parse_args(["--experiment", "", "--device", "cpu", "--modes", "cuda_graph"])
     with pytest.raises(ValueError, match="needs CUDA"):
-        benchmark.benchmark(args)
+        benchmark(args)
 
 
 def test_full_finetune_baseline_trains_the_whole_tower_on_centre_frames():
-    from tdsclip.benchmark import build_full_finetune, compose
+    from tdsclip.bench.builders import build_full_finetune, compose
 
     cfg = compose("", [])
     model, forward = build_full_finetune(cfg)

@@ -1,14 +1,15 @@
 """Where a training step's CPU time goes: matrix products, the optimizer, everything else.
 
 ``op_breakdown(fn, repeats)`` runs ``fn`` once under ``FlopCounterMode`` (the multiply-adds
-of its matrix products and convolutions), ``repeats`` times timed, and ``repeats`` times
-under ``torch.profiler``, whose self CPU times it sums by operator: matrix products
-(``aten::mm``, ``addmm``, ``bmm``, ``baddbmm``, convolutions, fused attention kernels) and
-the fused optimizer kernels. The rest of the call's wall time, timed without the profiler
-(whose own overhead on thousands of small ops would otherwise land there), is everything
-else: norms, activations, softmax, copies, casts, Python and dispatch.
+of its matrix products and convolutions, ``tdsclip.bench.flops.count_gmac``), ``repeats``
+times timed, and ``repeats`` times under ``torch.profiler``, whose self CPU times it sums by
+operator: matrix products (``aten::mm``, ``addmm``, ``bmm``, ``baddbmm``, convolutions, fused
+attention kernels) and the fused optimizer kernels. The rest of the call's wall time, timed
+without the profiler (whose own overhead on thousands of small ops would otherwise land
+there), is everything else: norms, activations, softmax, copies, casts, Python and dispatch.
 ``python -m tdsclip.benchmark --breakdown`` applies it to the training step and to the
-frozen tower's forward alone; the difference of the two is the side network's share.
+frozen tower's forward alone; the difference of the two is the side network's share
+(``side_share``).
 
 Self CPU time is the wall time of an operator's own work when one Python thread drives the
 intra-op thread pool, as in training on the CPU. On a GPU it would be launch time, not kernel
@@ -22,9 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import torch
-from torch.utils import flop_counter
-from torch.utils.flop_counter import FlopCounterMode
+from tdsclip.bench.flops import count_gmac
 
 # Operators whose self time is matrix-product work (and what FlopCounterMode counts).
 MATMUL_OPS = frozenset(
@@ -41,43 +40,6 @@ MATMUL_OPS = frozenset(
     }
 )
 OPTIMIZER_OPS = frozenset({"aten::_fused_adamw_", "aten::_fused_adam_", "aten::_fused_sgd_"})
-
-
-def _cpu_attention_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
-    return flop_counter.sdpa_flop_count(query, key, value)
-
-
-def _cpu_attention_backward_flops(grad_out, query, key, value, *args, out_shape=None, **kwargs):
-    return flop_counter.sdpa_backward_flop_count(grad_out, query, key, value)
-
-
-# FlopCounterMode knows the CUDA attention kernels but not the CPU one, which
-# scaled_dot_product_attention (and nn.MultiheadAttention) run on the CPU: without these,
-# attention's two products would count as nothing there.
-CPU_ATTENTION_FLOPS = {
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops,
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: (
-        _cpu_attention_backward_flops
-    ),
-}
-
-
-def count_gmac(fn: Callable[[], Any]) -> float:
-    """Multiply-adds (1e9) of the matrix products and convolutions of one call of ``fn``.
-
-    Counted by FlopCounterMode, with CPU attention added (``CPU_ATTENTION_FLOPS``).
-    nn.MultiheadAttention's inference fast path is one fused op that the counter cannot see
-    into; it is switched off for the count, so that the tower's projections and attention
-    are counted too (the same products either way).
-    """
-    fastpath = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        with FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS) as counter:
-            fn()
-    finally:
-        torch.backends.mha.set_fastpath_enabled(fastpath)
-    return counter.get_total_flops() / 2e9  # the counter counts a multiply-add as 2
 
 
 def op_breakdown(

@@ -10,7 +10,7 @@ Command line::
 
     python -m tdsclip.convert SRC.pt DST.pt
 
-``DST`` is a tdsclip model file (``tdsclip.checkpoint.load_model_file`` reads it): the side
+``DST`` is a tdsclip model file (``tdsclip.engine.checkpoint.load_model_file`` reads it): the side
 network, the frozen tower it was trained with, and the architecture.
 """
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    from tdsclip.checkpoint import save_model_file
+    from tdsclip.engine.checkpoint import save_model_file
     from tdsclip.models.summary import format_parameter_table
 
     state = _reference_state(args.src)

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from tdsclip import runtime
+from tdsclip.engine.launch import CONFIG_DIR
 
 
 def compose(experiment: str | None, overrides: list[str]) -> Any:
@@ -27,7 +27,7 @@ def compose(experiment: str | None, overrides: list[str]) -> Any:
 
     OmegaConf.register_new_resolver("run_stamp", lambda: "benchmark", replace=True)
     extra = [f"experiment={experiment}"] if experiment else []  # "": the default job
-    with initialize_config_dir(config_dir=runtime.CONFIG_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = hydra_compose("train", overrides=[*extra, *overrides])
     cfg.model.backbone.pretrained = None  # random weights: the cost does not depend on them
     return cfg

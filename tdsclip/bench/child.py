@@ -28,7 +28,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from tdsclip import runtime
 from tdsclip.bench.breakdown import op_breakdown
 from tdsclip.bench.builders import (
     build_full_finetune,
@@ -38,6 +37,10 @@ from tdsclip.bench.builders import (
     floor_backbone,
     video_shape,
 )
+from tdsclip.engine.context import resolve_device
+from tdsclip.engine.cuda_graphs import capture_cuda_graphs
+from tdsclip.engine.memory import keep_freed_memory, peak_memory_mb
+from tdsclip.engine.precision import amp_dtype, autocast
 
 # glibc maps every block over 64 KiB on its own and unmaps it when freed: the RSS follows the
 # live tensors.
@@ -102,7 +105,7 @@ class _Child:
         return self.spec["mode"] == "cuda_graph"
 
     def forward_loss(self) -> torch.Tensor:
-        with runtime.autocast(self.device, self.dtype, cache=not self.graphed):
+        with autocast(self.device, self.dtype, cache=not self.graphed):
             logits = self.forward(self.video)
         return F.cross_entropy(logits.float(), self.labels)
 
@@ -112,7 +115,7 @@ class _Child:
         self.optimizer.zero_grad(set_to_none=True)
 
     def backbone_forward(self) -> None:
-        with runtime.autocast(self.device, self.dtype):
+        with autocast(self.device, self.dtype):
             for _ in self.backbone.iter_layers(self.centre):
                 pass
 
@@ -137,8 +140,8 @@ def _prepare(spec: dict[str, Any]) -> _Child:
     it in timing processes on the CPU."""
     torch.manual_seed(0)
     cfg = compose(spec["experiment"], spec["overrides"])
-    device = runtime.resolve_device(spec["device"], 0)
-    dtype = runtime.amp_dtype(spec["precision"])
+    device = resolve_device(spec["device"], 0)
+    dtype = amp_dtype(spec["precision"])
     batch = spec["batch"]
     video = torch.randn(video_shape(cfg, batch), device=device)
     labels = torch.randint(0, cfg.model.num_classes, (batch,), device=device)
@@ -147,7 +150,7 @@ def _prepare(spec: dict[str, Any]) -> _Child:
         # What `python -m tdsclip.train` does on the CPU (trainer.cpu_keep_freed_memory), for
         # every implementation alike; not in the memory child, whose allocator setting
         # makes its RSS follow the live tensors.
-        keeps_freed = spec["keep_freed_memory"] and runtime.keep_freed_memory()
+        keeps_freed = spec["keep_freed_memory"] and keep_freed_memory()
     else:
         keeps_freed = False
     return _Child(spec, cfg, device, dtype, video, labels, timing, keeps_freed)
@@ -177,7 +180,7 @@ def _build(child: _Child) -> None:
             # pool only while the capture fills it, so a graphed step's peak counts from here
             # (the capture's eager warm-up steps included).
             torch.cuda.reset_peak_memory_stats(device)
-            runtime.capture_cuda_graphs(model, child.video, dtype)
+            capture_cuda_graphs(model, child.video, dtype)
         forward = model
         params = list(model.side.parameters())
     child.model, child.forward = model, forward
@@ -200,7 +203,7 @@ def _measure_train(child: _Child) -> dict[str, Any]:
     result = {
         "step_times": steps,
         "backbone_times": floors,
-        "peak_mb": runtime.peak_memory_mb(child.device),
+        "peak_mb": peak_memory_mb(child.device),
         # A graph keeps its activations in its own pool, out of saved-tensor hooks' sight.
         "saved_mb": None if child.graphed else _saved_activation_mb(child.forward_loss),
     }
@@ -215,7 +218,7 @@ def _measure_inference(child: _Child) -> dict[str, Any]:
     clips = torch.randn(video_shape(cfg, views), device=device)
 
     def infer() -> None:
-        with torch.no_grad(), runtime.autocast(device, dtype):
+        with torch.no_grad(), autocast(device, dtype):
             child.forward(clips).float().softmax(-1).mean(0)
 
     seconds = statistics.median(_timed(infer, device, child.spec["warmup"], child.spec["repeats"]))

@@ -45,10 +45,10 @@ import logging
 import sys
 from pathlib import Path
 
-from tdsclip import runtime
 from tdsclip.bench.child import child_main
 from tdsclip.bench.report import format_markdown, format_report
 from tdsclip.bench.runner import benchmark
+from tdsclip.engine.precision import PRECISIONS
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--precision",
         default="auto",
-        choices=list(runtime.PRECISIONS),
+        choices=list(PRECISIONS),
         help="auto (default): bf16 where the device computes it natively, as training picks",
     )
     parser.add_argument("--warmup", type=int, default=2)

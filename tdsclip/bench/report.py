@@ -17,8 +17,8 @@ from typing import Any
 import torch
 
 import tdsclip
-from tdsclip import runtime
 from tdsclip.bench.breakdown import side_share
+from tdsclip.engine.launch import code_revision
 
 
 def machine_info() -> dict[str, Any]:
@@ -37,7 +37,7 @@ def machine_info() -> dict[str, Any]:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "tdsclip": tdsclip.__version__,
-        "tdsclip_revision": runtime.code_revision(),
+        "tdsclip_revision": code_revision(),
     }
 
 

@@ -17,11 +17,12 @@ from typing import Any
 
 import torch
 
-from tdsclip import runtime
 from tdsclip.bench.builders import build_ours, compose
 from tdsclip.bench.child import MMAP_ENV, run_child
 from tdsclip.bench.flops import PAPER_TFLOPS, count_flops
 from tdsclip.bench.report import breakdown_row, machine_info
+from tdsclip.engine.context import resolve_device
+from tdsclip.engine.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -154,9 +155,9 @@ def _measure_breakdown(base: dict[str, Any], args: argparse.Namespace) -> list[d
 
 def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     cfg = compose(args.experiment, args.overrides)
-    device = runtime.resolve_device(args.device, 0)
+    device = resolve_device(args.device, 0)
     _check_options(args, device)
-    precision = runtime.resolve_precision(args.precision, device)
+    precision = resolve_precision(args.precision, device)
     log.info("precision: %s", precision.describe())
     report = _report_header(args, cfg, device, precision)
     base = _child_base(args, precision)

@@ -17,9 +17,9 @@ from tdsclip.data.decoding import (
     BackendUnavailableError,
     VideoReadError,
     backend_route,
-    read_frame_folder,
     read_video_frames,
 )
+from tdsclip.data.frame_folders import read_frame_folder
 from tdsclip.data.sampling import local_windows, val_centres
 
 NUM_FRAMES = 60
@@ -155,6 +155,7 @@ def test_pyav_resamples_when_fewer_frames_decode_than_packets(tmp_path):
     path.write_bytes(bytes(data))
     decodable = 0
     with av.open(str(path)) as container:
+        container.streams.video[0].thread_count = 1  # as the readers decode
         try:
             for _ in container.decode(video=0):
                 decodable += 1

@@ -175,6 +175,7 @@ def data_config(**overrides: object) -> dict[str, object]:
         "test_crops": 3,
         "backend": "auto",
         "image_tmpl": "{:05d}.jpg",
+        "with_offset": False,
         "batch_size": 2,
         "workers": 0,
         "pin_memory": False,

@@ -45,6 +45,7 @@ class ClipReader:
                 sampler,
                 image_tmpl=self.image_tmpl,
                 num_frames=record.num_frames,
+                offset=record.offset,
             )
         return read_video_frames(record.path, sampler, backend=self.backend)
 

@@ -190,8 +190,9 @@ def test_bad_files_raise_video_read_error(tmp_path, backend):
             read_video_frames(str(path), lambda n: np.arange(n), backend=backend)
         assert err.value.kind == "unreadable"
         assert str(path) in str(err.value)
-    if backend == "auto":  # both backends tried and both reasons reported
+    if backend == "auto":  # both backends tried and both reasons reported, each named once
         assert "decord:" in err.value.reason and "pyav:" in err.value.reason
+        assert err.value.reason.count("decord") == 1 and err.value.reason.count("pyav") == 1
 
 
 def test_unknown_backend_is_rejected(videos):

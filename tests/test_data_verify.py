@@ -13,6 +13,7 @@ from data_fixtures import (
     write_frame_folder,
     write_indexed_video,
     write_ssv2,
+    write_two_stream_video,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,36 +106,28 @@ def test_malformed_annotation_is_reported_with_line(tmp_path):
 
 
 def test_json_report_has_one_record_per_entry(tmp_path):
-    """Rotated phone video (portrait as shown), audio-only .mp4, other frame template."""
+    """Rotated phone video, audio-only .mp4, two video streams, another frame template."""
     write_indexed_video(tmp_path / "v" / "good.mp4", 12, codec="h264")
     encode_video(tmp_path / "v" / "phone.mp4", indexed_frames(10, height=64, width=96), rotation=90)
     write_audio_only(tmp_path / "v" / "song.mp4")
+    write_two_stream_video(tmp_path / "v" / "two.mp4")  # best stream: #1, 16 frames of 96x128
     write_frame_folder(tmp_path / "f" / "mm", 6, template="img_{:05d}.jpg")
     ann = tmp_path / "list.txt"
-    ann.write_text("v/good.mp4 0\nv/phone.mp4 1\nv/song.mp4 0\nv/absent.mp4 1\n")
+    ann.write_text("v/good.mp4 0\nv/phone.mp4 1\nv/song.mp4 0\nv/absent.mp4 1\nv/two.mp4 0\n")
     out = tmp_path / "report.json"
     result = run_verify(
         "--format", "videos", "--ann", str(ann), "--root", str(tmp_path), "--json", str(out)
     )
     assert result.returncode == 1, result.stderr
     records = json.loads(out.read_text())
-    assert [list(r) for r in records] == [
-        ["path", "status", "frames", "height", "width", "detail"]
-    ] * 4
-    good, phone, song, absent = records
-    assert (good["status"], good["frames"], good["height"], good["width"]) == (
-        "readable",
-        12,
-        64,
-        96,
-    )
-    assert (phone["status"], phone["height"], phone["width"]) == ("readable", 96, 64)
-    assert (song["status"], song["detail"], song["frames"]) == (
-        "unreadable",
-        "no video stream",
-        None,
-    )
-    assert (absent["status"], absent["detail"]) == ("missing", "file not found")
+    keys = ["path", "status", "frames", "height", "width", "detail"]
+    assert [list(r) for r in records] == [keys] * 5
+    good, phone, song, absent, two = ([r[k] for k in keys[1:]] for r in records)
+    assert good == ["readable", 12, 64, 96, ""]
+    assert phone == ["readable", 10, 96, 64, ""]  # portrait, as a player shows it
+    assert song == ["unreadable", None, None, None, "no video stream"]
+    assert absent == ["missing", None, None, None, "file not found"]
+    assert two == ["readable", 16, 96, 128, ""]  # FFmpeg's best stream, not the first
     assert "no video stream" in result.stdout
 
     frames = tmp_path / "frames.txt"
@@ -144,12 +137,7 @@ def test_json_report_has_one_record_per_entry(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     (record,) = json.loads(out.read_text())
-    assert (record["status"], record["frames"], record["height"], record["width"]) == (
-        "readable",
-        6,
-        48,
-        64,
-    )
+    assert [record[k] for k in keys[1:-1]] == ["readable", 6, 48, 64]
     assert "img_{:05d}.jpg" in record["detail"]
 
 

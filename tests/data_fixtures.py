@@ -9,6 +9,7 @@ import json
 import os
 from pathlib import Path
 
+import av
 import numpy as np
 from PIL import Image
 
@@ -51,12 +52,15 @@ def write_indexed_video(
     return frames
 
 
-def write_frame_folder(folder: Path, num_frames: int, *, skip: tuple[int, ...] = ()) -> None:
-    """JPEG frames 00001.jpg ... (1-based), leaving out the 1-based numbers in `skip`."""
+def write_frame_folder(
+    folder: Path, num_frames: int, *, skip: tuple[int, ...] = (), template: str = "{:05d}.jpg"
+) -> None:
+    """Frames named `template.format(1)` ... (1-based, JPEG or PNG by the name), leaving out
+    the 1-based numbers in `skip`."""
     folder.mkdir(parents=True, exist_ok=True)
     for i, frame in enumerate(indexed_frames(num_frames, height=48, width=64)):
         if i + 1 not in skip:
-            Image.fromarray(frame).save(folder / f"{i + 1:05d}.jpg", quality=95)
+            Image.fromarray(frame).save(folder / template.format(i + 1), quality=95)
 
 
 def write_corrupt_files(root: Path) -> dict[str, Path]:
@@ -171,6 +175,7 @@ def data_config(**overrides: object) -> dict[str, object]:
         "test_crops": 3,
         "backend": "auto",
         "image_tmpl": "{:05d}.jpg",
+        "with_offset": False,
         "batch_size": 2,
         "workers": 0,
         "pin_memory": False,
@@ -180,3 +185,79 @@ def data_config(**overrides: object) -> dict[str, object]:
     }
     cfg.update(overrides)
     return cfg
+
+
+def encode_video(
+    path: Path,
+    frames: np.ndarray,
+    *,
+    codec: str = "libx264",
+    pix_fmt: str = "yuv420p",
+    rotation: int = 0,
+    full_range: bool = False,
+    max_b_frames: int | None = None,
+    keyframe_interval: int | None = None,
+    options: dict[str, str] | None = None,
+) -> None:
+    """Encode uint8 (T, H, W, 3) frames with any PyAV encoder, pixel format and container.
+
+    rotation: counter-clockwise degrees written as the stream's display matrix (what a phone
+    writes; a player turns the frames by it). full_range: full-range ("pc") YUV.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=12, options=options or {})
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = pix_fmt
+        stream.thread_count = 1
+        if keyframe_interval is not None:
+            stream.codec_context.gop_size = keyframe_interval
+        if max_b_frames is not None:
+            stream.codec_context.max_b_frames = max_b_frames
+        if full_range:
+            stream.codec_context.color_range = 2  # AVCOL_RANGE_JPEG
+        if rotation:
+            stream.set_display_rotation(rotation)
+        for image in frames:
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame = frame.reformat(format=pix_fmt, dst_color_range=2 if full_range else None)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+
+
+def write_two_stream_video(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """An MP4 with two H.264 video streams; returns (frames of stream 0, of stream 1).
+
+    Stream 1 (16 frames, 96x128) carries the `default` disposition and stream 0 (8 frames,
+    64x96) does not, so FFmpeg's best video stream is #1, not the first one.
+    """
+    first = indexed_frames(8, height=64, width=96, seed=1)
+    second = indexed_frames(16, height=96, width=128, seed=2)
+    with av.open(str(path), "w") as container:
+        streams = []
+        for frames, default in ((first, False), (second, True)):
+            stream = container.add_stream("libx264", rate=12, options={"crf": "18"})
+            stream.height, stream.width = frames.shape[1:3]
+            stream.pix_fmt = "yuv420p"
+            stream.disposition = av.stream.Disposition(int(default))  # 1: default
+            streams.append(stream)
+        for i in range(len(second)):
+            for stream, frames in zip(streams, (first, second), strict=True):
+                if i < len(frames):
+                    image = av.VideoFrame.from_ndarray(frames[i], format="rgb24")
+                    container.mux(stream.encode(image))
+        for stream in streams:
+            container.mux(stream.encode(None))
+    return first, second
+
+
+def write_audio_only(path: Path) -> None:
+    """An MP4 with one AAC audio stream and no video (an audio file named .mp4)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        samples = np.zeros((1, 1024), dtype=np.float32)
+        for _ in range(8):
+            frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+            frame.sample_rate = 16000
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))

@@ -166,3 +166,76 @@ def test_class_name_files(tmp_path):
         read_class_names(names)
     with pytest.raises(AnnotationError, match="file not found"):
         read_class_names(tmp_path / "absent.txt")
+
+
+def test_byte_order_mark_is_not_part_of_the_first_path(tmp_path):
+    ann = tmp_path / "train.txt"
+    ann.write_bytes("\ufeffa.mp4 1\nb.mp4 0\n".encode())
+    out = read_video_list(ann, tmp_path, None)
+    assert out.records[0].path == str(tmp_path / "a.mp4")
+    labels = tmp_path / "labels.txt"
+    labels.write_bytes("\ufeffwaving\nclapping\n".encode())
+    assert read_class_names(labels) == ["waving", "clapping"]
+    files = write_ssv2(tmp_path / "ssv2")
+    files["train"].write_bytes(b"\xef\xbb\xbf" + files["train"].read_bytes())
+    ann = read_ssv2(files["train"], files["labels"], files["root"], allow_unlabelled=False)
+    assert len(ann.records) == 4
+
+
+def test_non_utf8_list_names_the_line(tmp_path):
+    ann = tmp_path / "train.txt"
+    ann.write_bytes(b"a.mp4 0\nb.mp4 1\ncaf\xe9.mp4 1\n")  # Latin-1
+    with pytest.raises(AnnotationError, match=r"train\.txt:3: not UTF-8 text: byte 0xe9"):
+        read_video_list(ann, tmp_path, None)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # mmaction2 multi_class lines: an error naming the line, never "video.mp4 0" as a path
+        ("a.mp4 1\nvideo.mp4 0 3\n", r"train\.txt:2: 3 columns.*2 labels \(0 3\).*multi_class"),
+        ("my clip 7 1 2\n", r"train\.txt:1: 4 columns.*3 labels \(7 1 2\)"),
+    ],
+)
+def test_multi_label_video_lines_are_errors(tmp_path, text, message):
+    ann = tmp_path / "train.txt"
+    ann.write_text(text)
+    with pytest.raises(AnnotationError, match=message):
+        read_video_list(ann, tmp_path, None)
+
+
+def test_rawframe_list_with_offset_as_mmaction2_writes_it(tmp_path):
+    ann = tmp_path / "frames.txt"
+    ann.write_text("long/one 2 5 1\nlong/one 0 7 0\n1234 12 40 1\n")
+    out = read_rawframe_list(ann, tmp_path, None, with_offset=True)
+    assert [(r.path, r.offset, r.num_frames, r.label) for r in out.records] == [
+        (str(tmp_path / "long/one"), 2, 5, 1),
+        (str(tmp_path / "long/one"), 0, 7, 0),
+        (str(tmp_path / "1234"), 12, 40, 1),
+    ]
+    plain = tmp_path / "plain.txt"
+    plain.write_text("1234 40 1\nwith space 12 0\n")  # a folder named by a number
+    out = read_rawframe_list(plain, tmp_path, None)
+    assert [(r.path, r.offset, r.num_frames) for r in out.records] == [
+        (str(tmp_path / "1234"), 0, 40),
+        (str(tmp_path / "with space"), 0, 12),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "with_offset", "message"),
+    [
+        # a start offset read without with_offset: not a folder "dir 2", not label 127
+        ("dir 2 5 127\n", False, r"frames\.txt:1: 4 columns.*set with_offset: true"),
+        ("dir 5 1 3\n", False, r"frames\.txt:1: .*2 labels \(1 3\): multi-label"),
+        ("dir 2 5 1 3\n", True, r"frames\.txt:1: 5 columns.*2 labels \(1 3\)"),
+        ("dir 5 1\n", True, r"frames\.txt:1: expected `<frame dir> <offset> <number of frames>"),
+        ("dir x 5 1\n", True, r"frames\.txt:1: offset must be an integer, got 'x'"),
+        ("dir -1 5 1\n", True, r"frames\.txt:1: offset must be >= 0, got -1"),
+    ],
+)
+def test_rawframe_lines_that_do_not_fit_are_errors(tmp_path, text, with_offset, message):
+    ann = tmp_path / "frames.txt"
+    ann.write_text(text)
+    with pytest.raises(AnnotationError, match=message):
+        read_rawframe_list(ann, tmp_path, None, with_offset=with_offset)

@@ -57,6 +57,8 @@ def test_struct_mode_catches_typos():
         ({"test_crops": 5}, "test_crops must be 1 or 3"),
         ({"resize": 24}, "smaller than input_size"),
         ({"num_frmes": 8}, r"unknown keys \['num_frmes'\]"),
+        ({"with_offset": True}, "with_offset is a rawframes list option; format is videos"),
+        ({"format": "rawframes", "with_offset": "false"}, "with_offset must be true or false"),
     ],
 )
 def test_bad_values_are_clear_errors(overrides, message):

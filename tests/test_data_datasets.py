@@ -10,6 +10,7 @@ import pytest
 import torch
 from data_fixtures import (
     data_config,
+    frame_id,
     write_corrupt_files,
     write_frame_folder,
     write_indexed_video,
@@ -162,6 +163,26 @@ def test_generic_lists_of_videos_and_frame_folders(tmp_path):
     (tmp_path / "frames.txt").write_text("f/one 9 1\n")
     cfg.update(format="rawframes", train_ann=str(tmp_path / "frames.txt"), labels=None)
     check_train_item(build_dataset(cfg, "train")[0])
+
+
+def test_mmaction2_rawframes_with_offset_and_their_file_names(tmp_path):
+    """`with_offset` lists over img_00001.jpg folders (mmaction2's defaults), image_tmpl left
+    at SSv1's: clips come from the frames after the offset."""
+    write_frame_folder(tmp_path / "long", 24, template="img_{:05d}.jpg")
+    (tmp_path / "frames.txt").write_text("long 0 12 0\nlong 12 12 1\n")
+    cfg = data_config(
+        format="rawframes",
+        root=str(tmp_path),
+        train_ann=str(tmp_path / "frames.txt"),
+        val_ann=str(tmp_path / "frames.txt"),
+        with_offset=True,
+    )
+    val = build_dataset(cfg, "val")
+    assert [(r.offset, r.num_frames, r.label) for r in val.records] == [(0, 12, 0), (12, 12, 1)]
+    for record, first in zip(val.records, (0, 12), strict=True):
+        frames = val.reader(record, lambda n: np.arange(n))
+        assert [frame_id(f) for f in frames] == list(range(first, first + 12))
+    check_eval_item(val[1], views=1)
 
 
 @pytest.fixture

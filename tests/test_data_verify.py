@@ -1,10 +1,20 @@
 """The verify CLI, run as a subprocess on small broken datasets."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
-from data_fixtures import write_corrupt_files, write_frame_folder, write_indexed_video, write_ssv2
+from data_fixtures import (
+    encode_video,
+    indexed_frames,
+    write_audio_only,
+    write_corrupt_files,
+    write_frame_folder,
+    write_indexed_video,
+    write_ssv2,
+    write_two_stream_video,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -93,3 +103,76 @@ def test_malformed_annotation_is_reported_with_line(tmp_path):
     result = run_verify("--format", "videos", "--ann", str(ann), "--root", str(tmp_path))
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1] == f"error: {ann}:2: expected `<video path> <label>`"
+
+
+def test_json_report_has_one_record_per_entry(tmp_path):
+    """Rotated phone video, audio-only .mp4, two video streams, another frame template."""
+    write_indexed_video(tmp_path / "v" / "good.mp4", 12, codec="h264")
+    encode_video(tmp_path / "v" / "phone.mp4", indexed_frames(10, height=64, width=96), rotation=90)
+    write_audio_only(tmp_path / "v" / "song.mp4")
+    write_two_stream_video(tmp_path / "v" / "two.mp4")  # best stream: #1, 16 frames of 96x128
+    write_frame_folder(tmp_path / "f" / "mm", 6, template="img_{:05d}.jpg")
+    ann = tmp_path / "list.txt"
+    ann.write_text("v/good.mp4 0\nv/phone.mp4 1\nv/song.mp4 0\nv/absent.mp4 1\nv/two.mp4 0\n")
+    out = tmp_path / "report.json"
+    result = run_verify(
+        "--format", "videos", "--ann", str(ann), "--root", str(tmp_path), "--json", str(out)
+    )
+    assert result.returncode == 1, result.stderr
+    records = json.loads(out.read_text())
+    keys = ["path", "status", "frames", "height", "width", "detail"]
+    assert [list(r) for r in records] == [keys] * 5
+    good, phone, song, absent, two = ([r[k] for k in keys[1:]] for r in records)
+    assert good == ["readable", 12, 64, 96, ""]
+    assert phone == ["readable", 10, 96, 64, ""]  # portrait, as a player shows it
+    assert song == ["unreadable", None, None, None, "no video stream"]
+    assert absent == ["missing", None, None, None, "file not found"]
+    assert two == ["readable", 16, 96, 128, ""]  # FFmpeg's best stream, not the first
+    assert "no video stream" in result.stdout
+
+    frames = tmp_path / "frames.txt"
+    frames.write_text("f/mm 6 0\n")
+    result = run_verify(
+        "--format", "rawframes", "--ann", str(frames), "--root", str(tmp_path), "--json", str(out)
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    (record,) = json.loads(out.read_text())
+    assert [record[k] for k in keys[1:-1]] == ["readable", 6, 48, 64]
+    assert "img_{:05d}.jpg" in record["detail"]
+
+
+def test_labels_are_range_checked_with_num_classes(tmp_path):
+    write_indexed_video(tmp_path / "a.mp4", 6, codec="h264")
+    ann = tmp_path / "list.txt"
+    ann.write_text("a.mp4 0\na.mp4 5\n")
+    result = run_verify("--format", "videos", "--ann", str(ann), "--root", str(tmp_path))
+    assert result.returncode == 0 and "not range-checked" in result.stderr
+    result = run_verify(
+        "--format", "videos", "--ann", str(ann), "--root", str(tmp_path), "--num-classes", "5"
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == f"error: {ann}:2: label 5 must be in [0, 5)"
+    labels = tmp_path / "labels.txt"
+    labels.write_text("a\nb\nc\n")
+    result = run_verify(
+        "--format", "videos", "--ann", str(ann), "--root", str(tmp_path), "--labels", str(labels)
+    )
+    assert result.returncode == 2 and f"{ann}:2: label 5 must be in [0, 3)" in result.stderr
+
+
+def test_list_variants_are_errors_with_line_or_read_with_offset(tmp_path):
+    write_frame_folder(tmp_path / "long", 12)
+    ann = tmp_path / "frames.txt"
+    ann.write_text("long 0 6 0\nlong 6 6 1\nlong 8 6 1\n")
+    result = run_verify("--format", "rawframes", "--ann", str(ann), "--root", str(tmp_path))
+    assert result.returncode == 2
+    assert f"error: {ann}:1: 4 columns" in result.stderr and "with_offset" in result.stderr
+    result = run_verify(
+        "--format", "rawframes", "--ann", str(ann), "--root", str(tmp_path), "--with-offset"
+    )
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[-1] == "checked 3 videos: 2 readable, 1 unreadable, 0 missing"
+    assert "4 frame files from 00009.jpg, 6 claimed" in result.stdout
+    ann.write_bytes(b"long 6 0\nlong\xff 6 1\n")
+    result = run_verify("--format", "rawframes", "--ann", str(ann), "--root", str(tmp_path))
+    assert result.returncode == 2 and f"{ann}:2: not UTF-8 text" in result.stderr

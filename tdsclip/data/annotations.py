@@ -16,6 +16,7 @@ import functools
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,12 +47,15 @@ class VideoRecord:
     label: class index; -1 for unlabelled test entries.
     kind: "video" for a video file, "frames" for a folder of numbered images.
     num_frames: for frame folders, the count the annotation claims (None: count on disk).
+    offset: for frame folders, the number of frames skipped before frame index 0 (mmaction2's
+        `with_offset` lists: clips cut from a longer folder).
     """
 
     path: str
     label: int
     kind: Literal["video", "frames"] = "video"
     num_frames: int | None = None
+    offset: int = 0
 
 
 @dataclass(frozen=True)
@@ -61,12 +65,22 @@ class Annotations:
 
 
 def _read_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file; a byte order mark (Windows editors write one) is dropped."""
     try:
-        return path.read_text(encoding="utf-8").splitlines()
+        data = path.read_bytes()
     except FileNotFoundError:
         raise AnnotationError(path, None, "file not found") from None
+    try:
+        return data.decode("utf-8-sig").splitlines()
     except UnicodeDecodeError as e:
-        raise AnnotationError(path, None, f"not UTF-8 text ({e})") from None
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise AnnotationError(
+            path,
+            line,
+            f"not UTF-8 text: byte 0x{data[e.start]:02x} at byte {column} of the line "
+            "(save the file as UTF-8)",
+        ) from None
 
 
 def _entries(path: Path) -> Iterator[tuple[int, str]]:
@@ -342,44 +356,121 @@ def _with_classes(ann: Path, records: list[VideoRecord], classes: list[str] | No
     return Annotations(records, classes)
 
 
+def _trailing_integers(text: str) -> tuple[str, list[str]]:
+    """Split a list line into (path, the integer fields after it).
+
+    The path is the first field plus every field up to the trailing run of integers, so paths
+    may contain spaces (`my clip.mp4 3`); the first field is always part of the path (frame
+    folders named by a number, `1234 45 3`).
+    """
+    fields = text.split()
+    count = 0
+    for field in reversed(fields[1:]):
+        if not _is_int(field):
+            break
+        count += 1
+    if count == 0:
+        return text, []
+    head = text.rsplit(maxsplit=count)
+    return head[0], head[1:]
+
+
+def _is_int(text: str) -> bool:
+    return re.fullmatch(r"[+-]?[0-9]+", text) is not None
+
+
+def _multi_label_message(labels: list[str]) -> str:
+    return (
+        f"{len(labels)} labels ({' '.join(labels)}): multi-label lines (mmaction2's "
+        "multi_class=True) are not supported, training is single-label; keep one label per "
+        "line (one line per label, or the primary label only)"
+    )
+
+
+def _split_columns(
+    ann: Path, line: int, text: str, names: tuple[str, ...]
+) -> tuple[str, list[int]]:
+    """(path, integer columns `names[1:]`) of a list line; `names[0]` names the path column.
+
+    Anything that does not fit is an error naming the line, never a path with spaces in it.
+    """
+    path, numbers = _trailing_integers(text)
+    usage = f"expected `{' '.join(f'<{n}>' for n in names)}`"
+    names = names[1:]
+    if len(numbers) < len(names):
+        fields = text.split()
+        if len(fields) <= len(names):
+            raise AnnotationError(ann, line, usage)
+        name = names[len(names) - len(numbers) - 1]
+        bad = fields[-len(numbers) - 1]
+        raise AnnotationError(ann, line, f"{name} must be an integer, got {bad!r}")
+    if len(numbers) > len(names):
+        hint = ""
+        if names == ("number of frames", "label") and len(numbers) == 3:
+            hint = (
+                "; if the second column is the clip's start frame, set with_offset: true "
+                "(mmaction2's with_offset)"
+            )
+        extra = numbers[len(names) - 1 :]
+        raise AnnotationError(
+            ann,
+            line,
+            f"{len(numbers) + 1} columns, {usage}{hint}; or {_multi_label_message(extra)}",
+        )
+    return path, [int(n) for n in numbers]
+
+
 def read_video_list(
     ann_file: str | os.PathLike[str], root: str | os.PathLike[str], classes: list[str] | None
 ) -> Annotations:
-    """Generic (mmaction2 / TDS-CLIP) video list: `<video path> <label>` per line.
+    """mmaction2 VideoDataset / TDS-CLIP video list: `<video path> <label>` per line.
 
-    Paths are relative to `root` and may contain spaces (the label is the last field).
-    Labels must index `classes`; with classes=None any label >= 0 is accepted.
+    Paths are relative to `root` and may contain spaces. A line with several labels
+    (mmaction2's `multi_class`) is an error. Labels must index `classes`; with classes=None any
+    label >= 0 is accepted.
     """
     ann = Path(ann_file)
     limit = len(classes) if classes is not None else sys.maxsize
     records = []
     for line, text in _entries(ann):
-        fields = text.rsplit(maxsplit=1)
-        if len(fields) != 2:
-            raise AnnotationError(ann, line, "expected `<video path> <label>`")
-        label = _check_label(_parse_int(fields[1], ann, line, "label"), limit, ann, line)
-        records.append(VideoRecord(os.path.join(root, fields[0]), label))
+        path, (label,) = _split_columns(ann, line, text, ("video path", "label"))
+        records.append(VideoRecord(os.path.join(root, path), _check_label(label, limit, ann, line)))
     return _with_classes(ann, records, classes)
 
 
 def read_rawframe_list(
-    ann_file: str | os.PathLike[str], root: str | os.PathLike[str], classes: list[str] | None
+    ann_file: str | os.PathLike[str],
+    root: str | os.PathLike[str],
+    classes: list[str] | None,
+    *,
+    with_offset: bool = False,
 ) -> Annotations:
-    """Generic frame-folder list: `<frame dir> <num frames> <label>` per line.
+    """mmaction2 RawframeDataset list: `<frame dir> <number of frames> <label>` per line.
 
+    with_offset (mmaction2's name): lines are `<frame dir> <offset> <number of frames> <label>`, the
+    clip's frame i being file `offset + i + 1` of the folder. Multi-label lines are errors.
     Labels must index `classes`; with classes=None any label >= 0 is accepted.
     """
     ann = Path(ann_file)
     limit = len(classes) if classes is not None else sys.maxsize
+    names = ("frame dir", "offset", "number of frames", "label")
+    if not with_offset:
+        names = ("frame dir", "number of frames", "label")
     records = []
     for line, text in _entries(ann):
-        fields = text.rsplit(maxsplit=2)
-        if len(fields) != 3:
-            raise AnnotationError(ann, line, "expected `<frame dir> <num frames> <label>`")
-        num_frames = _parse_int(fields[1], ann, line, "number of frames")
-        if num_frames < 1:
-            raise AnnotationError(ann, line, f"number of frames must be >= 1, got {num_frames}")
-        label = _check_label(_parse_int(fields[2], ann, line, "label"), limit, ann, line)
-        path = os.path.join(root, fields[0])
-        records.append(VideoRecord(path, label, kind="frames", num_frames=num_frames))
+        path, numbers = _split_columns(ann, line, text, names)
+        offset = numbers[0] if with_offset else 0
+        total, label = numbers[-2:]
+        if offset < 0:
+            raise AnnotationError(ann, line, f"offset must be >= 0, got {offset}")
+        if total < 1:
+            raise AnnotationError(ann, line, f"number of frames must be >= 1, got {total}")
+        record = VideoRecord(
+            os.path.join(root, path),
+            _check_label(label, limit, ann, line),
+            kind="frames",
+            num_frames=total,
+            offset=offset,
+        )
+        records.append(record)
     return _with_classes(ann, records, classes)

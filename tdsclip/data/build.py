@@ -74,6 +74,7 @@ class DataConfig:
     test_crops: int
     backend: str
     image_tmpl: str
+    with_offset: bool
     batch_size: int
     workers: int
     pin_memory: bool
@@ -117,6 +118,7 @@ class DataConfig:
             test_crops=int(cfg["test_crops"]),
             backend=str(cfg["backend"]),
             image_tmpl=str(cfg["image_tmpl"]),
+            with_offset=_bool(cfg["with_offset"], "with_offset"),
             batch_size=int(cfg["batch_size"]),
             workers=int(cfg["workers"]),
             pin_memory=bool(cfg["pin_memory"]),
@@ -156,6 +158,8 @@ class DataConfig:
             fail(f"format {self.format} needs train_ann and val_ann")
         if self.format in ("ssv1", "ssv2") and self.labels is None:
             fail(f"format {self.format} needs the labels file")
+        if self.with_offset and self.format != "rawframes":
+            fail(f"with_offset is a rawframes list option; format is {self.format}")
 
 
 def _plain(data_cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -166,6 +170,13 @@ def _plain(data_cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 def _opt_str(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+def _bool(value: Any, key: str) -> bool:
+    # bool("false") is True: a quoted YAML value must not silently turn an option on.
+    if not isinstance(value, bool):
+        raise ValueError(f"data config: {key} must be true or false, got {value!r}")
+    return value
 
 
 def _pair(value: Any, key: str) -> tuple[float, float]:
@@ -211,7 +222,9 @@ def load_annotations(cfg: DataConfig, split: str) -> Annotations:
         elif cfg.format == "videos":
             annotations = read_video_list(ann, cfg.root, _generic_classes(cfg, cfg.labels))
         else:
-            annotations = read_rawframe_list(ann, cfg.root, _generic_classes(cfg, cfg.labels))
+            annotations = read_rawframe_list(
+                ann, cfg.root, _generic_classes(cfg, cfg.labels), with_offset=cfg.with_offset
+            )
     if len(annotations.classes) != cfg.num_classes:
         raise ValueError(
             f"data config: num_classes is {cfg.num_classes} but the annotations define "

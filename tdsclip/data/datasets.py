@@ -19,13 +19,8 @@ import torch
 from torch.utils.data import Dataset
 
 from tdsclip.data.annotations import VideoRecord
-from tdsclip.data.decoding import (
-    FrameSampler,
-    VideoReadError,
-    check_backend,
-    read_frame_folder,
-    read_video_frames,
-)
+from tdsclip.data.decoding import FrameSampler, VideoReadError, check_backend, read_video_frames
+from tdsclip.data.frame_folders import read_frame_folder
 from tdsclip.data.sampling import clip_centres, local_windows, train_centres
 from tdsclip.data.transforms import VideoEvalTransform, VideoTrainTransform
 
@@ -46,7 +41,11 @@ class ClipReader:
     def __call__(self, record: VideoRecord, sampler: FrameSampler) -> np.ndarray:
         if record.kind == "frames":
             return read_frame_folder(
-                record.path, sampler, image_tmpl=self.image_tmpl, num_frames=record.num_frames
+                record.path,
+                sampler,
+                image_tmpl=self.image_tmpl,
+                num_frames=record.num_frames,
+                offset=record.offset,
             )
         return read_video_frames(record.path, sampler, backend=self.backend)
 

@@ -51,15 +51,17 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     from tdsclip.engine.checkpoint import save_model_file
+    from tdsclip.engine.cli import exit_on_error
     from tdsclip.models.summary import format_parameter_table
 
-    state = _reference_state(args.src)
-    arch = infer_architecture(state)
-    model = model_from_arch(arch)
-    load_converted(model, convert_state(state))
-    save_model_file(
-        args.dst, model, model_config=reference_model_config(arch), source=str(args.src)
-    )
+    with exit_on_error("tdsclip.convert"):
+        state = _reference_state(args.src)
+        arch = infer_architecture(state)
+        model = model_from_arch(arch)
+        load_converted(model, convert_state(state))
+        save_model_file(
+            args.dst, model, model_config=reference_model_config(arch), source=str(args.src)
+        )
     log.info("architecture: %s", arch)
     log.info("\n%s", format_parameter_table(model))
     log.info("wrote %s", args.dst)

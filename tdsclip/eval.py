@@ -14,11 +14,13 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from tdsclip.engine import distributed
+from tdsclip.engine.cli import reported_errors
 from tdsclip.engine.evaluation import evaluate
 from tdsclip.engine.launch import CONFIG_DIR, run_hydra
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
+@reported_errors("tdsclip.eval")
 def _hydra_main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     OmegaConf.set_struct(cfg, True)
@@ -27,7 +29,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    run_hydra(_hydra_main)
+    run_hydra(_hydra_main, program="tdsclip.eval", config_name="eval")
 
 
 if __name__ == "__main__":

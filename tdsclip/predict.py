@@ -12,11 +12,13 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from tdsclip.engine.cli import reported_errors
 from tdsclip.engine.launch import CONFIG_DIR, run_hydra
 from tdsclip.engine.prediction import predict
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
+@reported_errors("tdsclip.predict")
 def _hydra_main(cfg: DictConfig) -> None:
     ranked = predict(cfg)
     width = max(len(name) for name, _ in ranked)
@@ -26,7 +28,9 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    run_hydra(_hydra_main, join_process_group=False)
+    run_hydra(
+        _hydra_main, program="tdsclip.predict", config_name="predict", join_process_group=False
+    )
 
 
 if __name__ == "__main__":

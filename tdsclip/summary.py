@@ -11,11 +11,13 @@ import sys
 import hydra
 from omegaconf import DictConfig, open_dict
 
+from tdsclip.engine.cli import reported_errors
 from tdsclip.engine.launch import CONFIG_DIR, run_hydra
 from tdsclip.models import build_model, format_parameter_table
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="summary")
+@reported_errors("tdsclip.summary")
 def _hydra_main(cfg: DictConfig) -> None:
     with open_dict(cfg):
         cfg.model.backbone.pretrained = None  # counts only: no weights needed
@@ -24,7 +26,9 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    run_hydra(_hydra_main, join_process_group=False)
+    run_hydra(
+        _hydra_main, program="tdsclip.summary", config_name="summary", join_process_group=False
+    )
 
 
 if __name__ == "__main__":

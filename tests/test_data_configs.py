@@ -58,7 +58,7 @@ def test_struct_mode_catches_typos():
         ({"resize": 24}, "smaller than input_size"),
         ({"num_frmes": 8}, r"unknown keys \['num_frmes'\]"),
         ({"with_offset": True}, "with_offset is a rawframes list option; format is videos"),
-        ({"format": "rawframes", "with_offset": "false"}, "with_offset must be true or false"),
+        ({"format": "rawframes", "with_offset": "false"}, "with_offset: must be true or false"),
     ],
 )
 def test_bad_values_are_clear_errors(overrides, message):
@@ -79,7 +79,7 @@ def test_num_classes_must_match_the_annotations(tmp_path):
     cfg = data_config(
         root=str(tmp_path), train_ann=str(tmp_path / "l.txt"), labels=str(tmp_path / "labels.txt")
     )
-    with pytest.raises(ValueError, match="num_classes is 2 but the annotations define 3"):
+    with pytest.raises(ValueError, match=r"data\.num_classes: 2, but the annotations define 3"):
         build_dataset(cfg, "train")
 
 

@@ -95,7 +95,7 @@ def test_explicit_precision_wins_and_bf16_on_an_emulating_cpu_warns(monkeypatch,
         chosen = precision.resolve_precision("bf16", cpu)
     assert chosen.name == "bf16" and chosen.reason == "set by trainer.precision"
     assert "auto would pick fp32" in caplog.text
-    with pytest.raises(ValueError, match=r"trainer\.precision must be one of"):
+    with pytest.raises(ValueError, match=r"trainer\.precision: must be one of"):
         precision.resolve_precision("bfloat16", cpu)
 
 

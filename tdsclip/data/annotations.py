@@ -23,13 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from tdsclip.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v")
 _K400_HEADER = ["label", "youtube_id", "time_start", "time_end", "split"]
 
 
-class AnnotationError(ValueError):
+class AnnotationError(UserError, ValueError):
     """A malformed annotation or labels file, pointing at the offending line."""
 
     def __init__(self, file: str | os.PathLike[str], line: int | None, message: str) -> None:

@@ -36,6 +36,7 @@ from tdsclip.data.transforms import (
     VideoTrainTransform,
     flip_label_map,
 )
+from tdsclip.errors import ConfigError, MissingFileError
 
 FORMATS = ("ssv1", "ssv2", "k400", "videos", "rawframes", "synthetic")
 SYNTHETIC_KEYS = (
@@ -90,11 +91,11 @@ class DataConfig:
         missing = [n for n in names if n not in cfg]
         unknown = sorted(set(cfg) - set(names))
         if missing or unknown:
-            raise ValueError(f"data config: missing keys {missing}, unknown keys {unknown}")
+            raise ConfigError("data", f"missing keys {missing}, unknown keys {unknown}")
         resize = cfg["resize"]
         if isinstance(resize, list | tuple):
             if len(resize) != 2:
-                raise ValueError(f"data.resize must be an int or [height, width], got {resize}")
+                raise ConfigError("data.resize", f"must be an int or [height, width], got {resize}")
             resize = (int(resize[0]), int(resize[1]))
         out = cls(
             format=str(cfg["format"]),
@@ -131,7 +132,7 @@ class DataConfig:
 
     def _validate(self) -> None:
         def fail(message: str) -> None:
-            raise ValueError(f"data config: {message}")
+            raise ConfigError("data", message)
 
         if self.format not in FORMATS:
             fail(f"unknown format {self.format!r}; choose one of {FORMATS}")
@@ -175,13 +176,13 @@ def _opt_str(value: Any) -> str | None:
 def _bool(value: Any, key: str) -> bool:
     # bool("false") is True: a quoted YAML value must not silently turn an option on.
     if not isinstance(value, bool):
-        raise ValueError(f"data config: {key} must be true or false, got {value!r}")
+        raise ConfigError(f"data.{key}", f"must be true or false, got {value!r}")
     return value
 
 
 def _pair(value: Any, key: str) -> tuple[float, float]:
     if not isinstance(value, list | tuple) or len(value) != 2:
-        raise ValueError(f"data config: {key} must be [min, max], got {value!r}")
+        raise ConfigError(f"data.{key}", f"must be [min, max], got {value!r}")
     return float(value[0]), float(value[1])
 
 
@@ -199,6 +200,35 @@ def _generic_classes(cfg: DataConfig, labels: str | None) -> list[str]:
     return read_class_names(labels)
 
 
+_DOC_ANCHORS = {
+    "ssv2": "something-something-v2",
+    "ssv1": "something-something-v1",
+    "k400": "kinetics-400",
+    "videos": "your-own-dataset",
+    "rawframes": "your-own-dataset",
+}
+
+
+def _require_files(cfg: DataConfig, split: str) -> None:
+    """The dataset's folder and files exist, else an error naming the key to set and the
+    layout to follow (docs/datasets.md)."""
+    ann_key = {"train": "train_ann", "val": "val_ann"}.get(split, "test_ann")
+    if split == "test" and cfg.test_ann is None:
+        ann_key = "val_ann"
+    wanted = [("root", cfg.root), (ann_key, getattr(cfg, ann_key))]
+    if cfg.labels is not None:
+        wanted.append(("labels", cfg.labels))
+    for key, path in wanted:
+        if not os.path.exists(path):
+            anchor = _DOC_ANCHORS.get(cfg.format, "")
+            raise MissingFileError(
+                f"data.{key}: {os.path.normpath(path)} not found (the {cfg.format} dataset's "
+                f"{'folder' if key == 'root' else 'file'})",
+                hint="set data.root (the list and label files are looked for beside that "
+                f"folder) or data.{key}; layout: docs/datasets.md#{anchor}",
+            )
+
+
 def load_annotations(cfg: DataConfig, split: str) -> Annotations:
     """Records and class names of a split, read as the dataset's release ships them."""
     if split not in SPLITS:
@@ -209,6 +239,7 @@ def load_annotations(cfg: DataConfig, split: str) -> Annotations:
         annotations = read_video_list(ann, root, read_class_names(root / "labels.txt"))
     else:
         ann = _annotation_file(cfg, split)
+        _require_files(cfg, split)
         if cfg.format == "ssv2":
             annotations = read_ssv2(
                 ann, str(cfg.labels), cfg.root, allow_unlabelled=split == "test"
@@ -226,9 +257,11 @@ def load_annotations(cfg: DataConfig, split: str) -> Annotations:
                 ann, cfg.root, _generic_classes(cfg, cfg.labels), with_offset=cfg.with_offset
             )
     if len(annotations.classes) != cfg.num_classes:
-        raise ValueError(
-            f"data config: num_classes is {cfg.num_classes} but the annotations define "
-            f"{len(annotations.classes)} classes"
+        raise ConfigError(
+            "data.num_classes",
+            f"{cfg.num_classes}, but the annotations define {len(annotations.classes)} classes",
+            hint=f"set data.num_classes={len(annotations.classes)}, or point the config at the "
+            "right list and label files",
         )
     return annotations
 

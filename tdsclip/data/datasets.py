@@ -23,11 +23,12 @@ from tdsclip.data.decoding import FrameSampler, VideoReadError, check_backend, r
 from tdsclip.data.frame_folders import read_frame_folder
 from tdsclip.data.sampling import clip_centres, local_windows, train_centres
 from tdsclip.data.transforms import VideoEvalTransform, VideoTrainTransform
+from tdsclip.errors import RunError
 
 ItemKey = int | tuple[int, int]
 
 
-class DataLoadError(RuntimeError):
+class DataLoadError(RunError, RuntimeError):
     """Too many consecutive training samples could not be loaded (likely a wrong root)."""
 
 

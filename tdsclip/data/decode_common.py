@@ -17,11 +17,13 @@ from typing import Literal
 import av
 import numpy as np
 
+from tdsclip.errors import UserError
+
 FrameSampler = Callable[[int], np.ndarray]
 ProblemKind = Literal["missing", "unreadable", "too_short"]
 
 
-class VideoReadError(RuntimeError):
+class VideoReadError(UserError, RuntimeError):
     """A video or frame folder that cannot give a clip; `kind` says why (for reports)."""
 
     def __init__(self, path: str, kind: ProblemKind, reason: str) -> None:
@@ -31,7 +33,7 @@ class VideoReadError(RuntimeError):
         super().__init__(f"{path}: {reason}")
 
 
-class BackendUnavailableError(RuntimeError):
+class BackendUnavailableError(UserError, RuntimeError):
     """The selected decoding backend cannot run on this machine (a setup error, not bad data)."""
 
 

@@ -26,6 +26,7 @@ from torch import nn
 
 import tdsclip
 from tdsclip.engine.launch import code_revision
+from tdsclip.errors import CheckpointError, short_reason
 from tdsclip.models.factory import build_model
 from tdsclip.models.tdsclip import TDSCLIP
 
@@ -89,15 +90,30 @@ def save_model_file(
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a model file or training checkpoint (our own files: full unpickling allowed)."""
+    """Read a model file or training checkpoint (our own files: full unpickling allowed).
+
+    A missing, unreadable (truncated) or foreign file is a CheckpointError that names it and
+    the way out.
+    """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        raise CheckpointError(
+            f"checkpoint not found: {path}",
+            hint="give a run's checkpoints/best.pt or last.pt, or a file tdsclip.convert wrote",
+        )
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
+        first = short_reason(e)
+        raise CheckpointError(
+            f"{path} cannot be read ({first}): it is truncated or not a torch file",
+            hint="use best.pt (or last.pt) beside it, e.g. trainer.resume=<run>/checkpoints/"
+            "best.pt, or start fresh with another run_id",
+        ) from e
     if not isinstance(ckpt, dict) or ckpt.get("format") not in (MODEL_FORMAT, TRAIN_FORMAT):
-        raise ValueError(
-            f"{path} is not a tdsclip checkpoint; authors' checkpoints are converted with "
-            "`python -m tdsclip.convert SRC DST`"
+        raise CheckpointError(
+            f"{path} is not a tdsclip checkpoint",
+            hint="an authors' checkpoint is converted first: python -m tdsclip.convert SRC DST",
         )
     return ckpt
 

@@ -13,6 +13,7 @@ from tdsclip.engine import distributed
 from tdsclip.engine.launch import quiet_non_main
 from tdsclip.engine.precision import Precision, resolve_precision
 from tdsclip.engine.threads import ThreadPlan, apply_threads, plan_threads
+from tdsclip.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +42,13 @@ def resolve_device(name: str, local_rank: int) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("trainer.device=cuda but no CUDA device is visible")
+            raise ConfigError(
+                "trainer.device", "cuda, but no CUDA device is visible", hint="use auto or cpu"
+            )
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     if name != "cpu":
-        raise ValueError(f"trainer.device must be auto, cpu or cuda, got {name!r}")
+        raise ConfigError("trainer.device", f"must be auto, cpu or cuda, got {name!r}")
     return torch.device("cpu")
 
 

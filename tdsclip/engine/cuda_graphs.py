@@ -9,6 +9,7 @@ import torch
 
 from tdsclip.engine.distributed import DistInfo
 from tdsclip.engine.precision import autocast
+from tdsclip.errors import ConfigError
 from tdsclip.models.layers import batch_norm_stats_kept
 
 
@@ -40,14 +41,16 @@ def capture_cuda_graphs(
 def check_cuda_graph(trainer_cfg: Any, device: torch.device, dinfo: DistInfo) -> None:
     """trainer.cuda_graph graphs one process's model on a CUDA device; say so, not crash."""
     if device.type != "cuda":
-        raise ValueError("trainer.cuda_graph needs a CUDA device (trainer.device=cuda or auto)")
+        raise ConfigError("trainer.cuda_graph", "needs a CUDA device (trainer.device=cuda or auto)")
     if dinfo.enabled:
-        raise ValueError(
-            "trainer.cuda_graph is for single-GPU training: DistributedDataParallel's hooks "
-            "are not captured; leave it off under torchrun or with trainer.nproc > 1"
+        raise ConfigError(
+            "trainer.cuda_graph",
+            "is for single-GPU training: DistributedDataParallel's hooks "
+            "are not captured; leave it off under torchrun or with trainer.nproc > 1",
         )
     if trainer_cfg.compile:
-        raise ValueError(
-            "trainer.cuda_graph and trainer.compile are exclusive: pick one (compiled blocks "
-            "are not captured as graphs here)"
+        raise ConfigError(
+            "trainer.cuda_graph",
+            "and trainer.compile are exclusive: pick one (compiled blocks "
+            "are not captured as graphs here)",
         )

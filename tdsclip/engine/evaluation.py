@@ -23,6 +23,7 @@ from tdsclip.engine import distributed
 from tdsclip.engine.context import ProcessContext, setup_process
 from tdsclip.engine.metrics import classification_report
 from tdsclip.engine.precision import autocast
+from tdsclip.errors import UserError
 
 log = logging.getLogger("tdsclip.eval")
 
@@ -160,9 +161,9 @@ def evaluate_split(
         raise ValueError(f"split must be val or test, got {split!r}")
     dataset = build_dataset(cfg.data, split)
     if dataset.num_classes != num_classes:
-        raise ValueError(
-            f"{what} predicts {num_classes} classes, the {split} data has "
-            f"{dataset.num_classes}: wrong experiment/data for these weights?"
+        raise UserError(
+            f"{what} predicts {num_classes} classes, the {split} data has {dataset.num_classes}",
+            hint="evaluate with the experiment (data config) these weights were trained on",
         )
     loader = build_loader(
         dataset,
@@ -206,9 +207,11 @@ def evaluate_split(
 def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Evaluate ``cfg.checkpoint`` on ``cfg.split`` and write the report into ``run_dir``."""
     from tdsclip.engine.checkpoint import load_checkpoint, model_from_checkpoint
+    from tdsclip.engine.validation import validate_config
 
-    ctx = setup_process(cfg.trainer, num_workers=cfg.data.workers)
+    validate_config(cfg)
     ckpt = load_checkpoint(cfg.checkpoint)
+    ctx = setup_process(cfg.trainer, num_workers=cfg.data.workers)
     model = model_from_checkpoint(ckpt, pretrained=cfg.pretrained).to(ctx.device)
     if ctx.dtype is not None:
         model.backbone.cast_weights(ctx.dtype)

@@ -33,12 +33,25 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("run_stamp", lambda: stamp, replace=True)
 
 
-def run_hydra(hydra_main: Callable[[], Any], *, join_process_group: bool = True) -> None:
+def run_hydra(
+    hydra_main: Callable[[], Any],
+    *,
+    program: str,
+    config_name: str,
+    join_process_group: bool = True,
+) -> None:
     """Start a ``@hydra.main`` entry point: configs found, process group joined (under
-    torchrun), one run stamp for every rank, Hydra's own files written by rank 0 only."""
+    torchrun), one run stamp for every rank, the command line checked before Hydra runs
+    (unknown keys and config names, a run directory that already holds checkpoints), user
+    errors reported in a line or two, Hydra's own files written by rank 0 only."""
+    from tdsclip.engine.cli import check_command_line, exit_on_error, take_verbose_flag
+
+    take_verbose_flag(sys.argv)
     check_config_dir()
     rank = distributed.init_process_group().rank if join_process_group else 0
     register_resolvers()
+    with exit_on_error(program):
+        check_command_line(CONFIG_DIR, config_name, sys.argv[1:])
     sys.argv += hydra_rank_overrides(rank)
     hydra_main()
 

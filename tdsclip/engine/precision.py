@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from tdsclip.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 AMP_DTYPES: dict[str, torch.dtype | None] = {
@@ -88,7 +90,9 @@ def resolve_precision(requested: str, device: torch.device) -> Precision:
     where the device computes it natively, fp16 with a GradScaler on older GPUs and fp32 on
     CPUs without bf16 units."""
     if requested not in PRECISIONS:
-        raise ValueError(f"trainer.precision must be one of {list(PRECISIONS)}, got {requested!r}")
+        raise ConfigError(
+            "trainer.precision", f"must be one of {list(PRECISIONS)}, got {requested!r}"
+        )
     if requested != "auto":
         if requested == "bf16" and device.type == "cpu" and not cpu_native_bf16()[0]:
             log.warning(

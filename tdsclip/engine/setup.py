@@ -20,6 +20,7 @@ from tdsclip.engine import distributed
 from tdsclip.engine.context import ProcessContext
 from tdsclip.engine.evaluation import eval_batch_size
 from tdsclip.engine.optim import build_optimizer, build_scheduler
+from tdsclip.errors import ConfigError
 from tdsclip.models import TDSCLIP, SideNetwork, build_model, format_parameter_table
 from tdsclip.models.layers import convert_sync_batchnorm
 
@@ -64,7 +65,7 @@ def build_training_model(cfg: DictConfig, ctx: ProcessContext) -> TrainingModel:
         model.side.set_grad_checkpointing(True)
     if tc.sync_bn and ctx.dist.enabled:
         if ctx.device.type != "cuda":
-            raise ValueError("trainer.sync_bn needs CUDA devices")
+            raise ConfigError("trainer.sync_bn", "needs CUDA devices")
         model.side = convert_sync_batchnorm(model.side)
     if tc.compile:
         model.side.compile_blocks()
@@ -105,9 +106,10 @@ def accumulation_steps(effective_batch: int | None, batch_size: int, world_size:
         return 1
     per_pass = batch_size * world_size
     if effective_batch % per_pass:
-        raise ValueError(
-            f"optim.effective_batch={effective_batch} is not a multiple of data.batch_size x "
-            f"GPUs = {batch_size} x {world_size}; change one of them"
+        raise ConfigError(
+            "optim.effective_batch",
+            f"{effective_batch} is not a multiple of data.batch_size x GPUs = {batch_size} x "
+            f"{world_size}; change one of them (null: step on every batch)",
         )
     return effective_batch // per_pass
 
@@ -128,9 +130,10 @@ def build_schedule(cfg: DictConfig, world_size: int, batches_per_epoch: int) -> 
     accumulate = accumulation_steps(cfg.optim.effective_batch, cfg.data.batch_size, world_size)
     micro = batches_per_epoch - batches_per_epoch % accumulate
     if micro == 0:
-        raise ValueError(
+        raise ConfigError(
+            "data.batch_size",
             f"an epoch has {batches_per_epoch} batches per process, fewer than the "
-            f"{accumulate} accumulation steps of one optimizer step: more data or smaller batch"
+            f"{accumulate} accumulation steps of one optimizer step: more data or smaller batch",
         )
     return Schedule(accumulate=accumulate, micro_per_epoch=micro)
 

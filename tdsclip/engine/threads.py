@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from tdsclip.errors import ConfigError
+
 
 def available_cores() -> int:
     """CPU cores this process may use: its affinity mask, capped by a cgroup CPU quota
@@ -70,7 +72,9 @@ def plan_threads(
     cores = available_cores()
     if requested is not None:
         if int(requested) < 1:
-            raise ValueError(f"trainer.threads must be a positive integer or null, got {requested}")
+            raise ConfigError(
+                "trainer.threads", f"must be a positive integer or null, got {requested}"
+            )
         return ThreadPlan(int(requested), num_workers, cores, "set by trainer.threads")
     share = max(1, cores // max(1, local_processes))
     main = max(1, share - num_workers)

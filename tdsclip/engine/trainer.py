@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 import tdsclip
 from tdsclip.engine import distributed
 from tdsclip.engine.checkpoint import TRAIN_FORMAT, atomic_save, load_checkpoint
+from tdsclip.engine.cli import check_not_overwriting
 from tdsclip.engine.context import setup_process
 from tdsclip.engine.cuda_graphs import capture_cuda_graphs, check_cuda_graph
 from tdsclip.engine.evaluation import collect_scores, test_checkpoint
@@ -47,6 +48,7 @@ from tdsclip.engine.setup import (
     prepare_datasets,
 )
 from tdsclip.engine.sinks import MultiSink, make_sinks
+from tdsclip.errors import CheckpointError, RunError, UserError
 
 log = logging.getLogger("tdsclip.train")
 
@@ -59,12 +61,13 @@ class TrainState:
     step: int = 0  # optimizer steps taken
     epoch_samples: int = 0  # videos of the current epoch this rank has consumed
     best_top1: float = -math.inf
+    best_epoch: int = 0  # 1-based epoch of best.pt (0: none yet)
     nonfinite_in_row: int = 0
     nonfinite_total: int = 0
 
 
-class NonFiniteLossError(RuntimeError):
-    pass
+class NonFiniteLossError(RunError):
+    """The loss stayed non-finite for ``trainer.max_nonfinite`` steps in a row."""
 
 
 def model_architecture(model_cfg: Any) -> dict[str, Any]:
@@ -87,7 +90,10 @@ def resume_path(resume: str | None, ckpt_dir: Path) -> Path | None:
         return None
     path = Path(resume).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"trainer.resume={resume}: no such checkpoint")
+        raise CheckpointError(
+            f"trainer.resume={resume}: no such checkpoint",
+            hint="trainer.resume=auto continues this run_id's last.pt",
+        )
     return path
 
 
@@ -122,6 +128,8 @@ class Trainer:
         from tdsclip.data import BadSampleTracker
 
         self.cfg, self.tc, self.run_dir = cfg, cfg.trainer, run_dir
+        self.ckpt_dir = run_dir / "checkpoints"
+        check_not_overwriting(self.ckpt_dir, self.tc.resume)
         # The code this run imported, read now: a checkout edited mid-run must not relabel it.
         self.code_revision = code_revision()
         self.ctx = setup_process(cfg.trainer, num_workers=cfg.data.workers)
@@ -132,13 +140,13 @@ class Trainer:
             keep_freed_memory()
         set_deterministic(self.tc.deterministic)
         seed_everything(cfg.seed)  # identical model init on every rank
-        self.ckpt_dir = run_dir / "checkpoints"
 
         self.train_set, val_set = prepare_datasets(cfg.data, self.dinfo)
         if self.train_set.num_classes != cfg.model.num_classes:
-            raise ValueError(
-                f"model.num_classes={cfg.model.num_classes} but the data has "
-                f"{self.train_set.num_classes}"
+            raise UserError(
+                f"model.num_classes={cfg.model.num_classes} but the data "
+                f"({cfg.data.train_ann or cfg.data.root}) has {self.train_set.num_classes} classes",
+                hint="set data.num_classes to the data's count (model.num_classes follows it)",
             )
         if self.dinfo.is_main:
             log.info("run dir: %s", run_dir)
@@ -174,9 +182,15 @@ class Trainer:
             return
         ckpt = load_checkpoint(path)
         if ckpt.get("format") != TRAIN_FORMAT:
-            raise ValueError(f"{path} is a model file, not a training checkpoint")
+            raise CheckpointError(
+                f"{path} is a model file, not a training checkpoint",
+                hint="resume from a run's checkpoints/last.pt; a model file is for eval/predict",
+            )
         if model_architecture(ckpt["model_config"]) != model_architecture(self.cfg.model):
-            raise ValueError(f"{path} was trained with another model config; refusing to resume")
+            raise CheckpointError(
+                f"{path} was trained with another model config; refusing to resume",
+                hint="resume with the experiment and model.* overrides of that run",
+            )
         self.net.side.load_state_dict(ckpt["side"])
         self.opt.optimizer.load_state_dict(ckpt["optimizer"])
         self.opt.scheduler.load_state_dict(ckpt["scheduler"])
@@ -294,9 +308,9 @@ class Trainer:
         if state.nonfinite_in_row >= self.tc.max_nonfinite:
             raise NonFiniteLossError(
                 f"the loss was not finite for {state.nonfinite_in_row} steps in a row; "
-                f"stopping. The last good checkpoint, {self.ckpt_dir / 'last.pt'}, is "
-                "untouched. Try a lower optim.lr, trainer.precision=fp32 or optim.grad_clip, "
-                "and check the data."
+                f"stopping. The last good checkpoint, {self.ckpt_dir / 'last.pt'}, is untouched",
+                hint="try a lower optim.lr, trainer.precision=fp32 or optim.grad_clip, and "
+                "check the data",
             )
 
     def log_step(self, window: StepWindow, epoch: float, bar: Any) -> None:
@@ -350,6 +364,7 @@ class Trainer:
         )
         if report["top1"] > self.state.best_top1:
             self.state.best_top1 = report["top1"]
+            self.state.best_epoch = self.state.epoch
             self.save("best", self.final)
         return {f"val/{k[4:]}": float(v) for k, v in self.final.items()}
 
@@ -402,5 +417,21 @@ class Trainer:
         self.sinks.close()
         final["chance"] = 100.0 / self.train_set.num_classes
         final["best_top1"] = self.state.best_top1
+        final["best_epoch"] = self.state.best_epoch
         final["status"] = "finished"
+        if self.dinfo.is_main:
+            self.log_where_to_look()
         return final
+
+    def log_where_to_look(self) -> None:
+        """The log's last lines: where the run's results are and how to look at them."""
+        run = self.run_dir
+        log.info("best.pt holds epoch %d (val top1 %.2f); last.pt the last epoch; in %s",
+                 self.state.best_epoch, self.state.best_top1, self.ckpt_dir)  # fmt: skip
+        if self.cfg.logger.tensorboard:
+            log.info("curves: tensorboard --logdir %s", run.parent.parent)
+        if self.cfg.logger.jsonl:
+            log.info("metrics: %s (one JSON object per line)", run / "metrics.jsonl")
+        log.info(
+            "test the best epoch: python -m tdsclip.eval checkpoint=%s", self.ckpt_dir / "best.pt"
+        )

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from tdsclip.errors import MissingFileError, WeightsError, short_reason
 from tdsclip.models.backbone import UNUSED_TOWER_KEYS, FrozenCLIPViT
 
 log = logging.getLogger(__name__)
@@ -48,15 +49,27 @@ def _read_file(path: Path) -> dict[str, Tensor]:
             if key in obj and isinstance(obj[key], dict):
                 return obj[key]
         return obj
-    raise ValueError(f"{path}: not a CLIP state dict (got {type(obj).__name__})")
+    raise WeightsError(f"{path}: not a CLIP state dict (got {type(obj).__name__})")
 
 
 def read_clip_tower_state(path: str | Path) -> dict[str, Tensor]:
     """The image tower's tensors of a CLIP checkpoint file, keyed like ``FrozenCLIPViT``."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"pretrained CLIP weights not found at {path}. {DOWNLOAD_HINT}")
-    state = _read_file(path)
+        raise MissingFileError(
+            f"pretrained CLIP weights not found at {path} (model.backbone.pretrained)",
+            hint=DOWNLOAD_HINT,
+        )
+    try:
+        state = _read_file(path)
+    except (RuntimeError, OSError, EOFError, ValueError) as e:
+        if isinstance(e, WeightsError):
+            raise
+        first = short_reason(e)
+        raise WeightsError(
+            f"{path} cannot be read as CLIP weights ({first})",
+            hint="the file may be truncated or of another kind; download it again",
+        ) from e
     tower: dict[str, Tensor] = {}
     for key, value in state.items():
         key = key.removeprefix("module.")
@@ -67,7 +80,7 @@ def read_clip_tower_state(path: str | Path) -> dict[str, Tensor]:
             continue
         tower[key] = value
     if not tower:
-        raise ValueError(f"{path}: no 'visual.*' image-tower weights in this file")
+        raise WeightsError(f"{path}: no 'visual.*' image-tower weights in this file")
     return tower
 
 
@@ -83,11 +96,18 @@ def load_backbone_weights(backbone: FrozenCLIPViT, path: str | Path) -> None:
         if tower[k].shape != own[k].shape
     )
     if missing or unexpected or wrong_shape:
-        raise ValueError(
+        raise WeightsError(
             f"{path} does not fit the configured backbone "
             f"(width {backbone.width}, {backbone.num_layers} layers, patch {backbone.patch_size},"
-            f" image {backbone.image_size}).\n  missing: {missing}\n  unexpected: {unexpected}\n"
-            f"  wrong shape: {wrong_shape}"
+            f" image {backbone.image_size}): missing: {_few(missing)}; unexpected: "
+            f"{_few(unexpected)}; wrong shape: {_few(wrong_shape)}",
+            hint="check model.backbone.name (and model.backbone.* dims) against the file",
         )
     backbone.load_state_dict(tower, strict=True)  # copies into the parameters' own dtype
     log.info("loaded CLIP image tower from %s (%d tensors)", path, len(tower))
+
+
+def _few(items: list[str], n: int = 5) -> str:
+    """A list shortened for a one-line message: the first ``n`` and how many more."""
+    more = f" and {len(items) - n} more" if len(items) > n else ""
+    return f"{items[:n]}{more}"

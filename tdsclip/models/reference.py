@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from tdsclip.errors import CheckpointError, short_reason
 from tdsclip.models.factory import build_model
 from tdsclip.models.tdsclip import TDSCLIP
 
@@ -62,13 +63,59 @@ _BACKBONE_PARTS = (
 )
 
 
+# Keys every authors' TDS-CLIP checkpoint has (the architecture is read off them).
+REQUIRED_KEYS = (
+    "visual.conv1.weight",
+    "visual.positional_embedding",
+    "visual.side_conv1.weight",
+    "fc.weight",
+)
+
+
+class ConversionError(CheckpointError, KeyError):
+    """An authors' checkpoint whose keys do not map onto tdsclip's model."""
+
+    def __str__(self) -> str:  # KeyError would show the message quoted
+        return str(self.args[0]) if self.args else ""
+
+
 def _reference_state(checkpoint: str | Path | Mapping[str, Any]) -> dict[str, Tensor]:
+    """The state dict of an authors' checkpoint (a path or the loaded dict), ``module.``
+    prefixes removed; anything else is a CheckpointError saying what was expected."""
+    name = str(checkpoint) if isinstance(checkpoint, (str, Path)) else "the checkpoint"
     if isinstance(checkpoint, (str, Path)):
-        checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    state = checkpoint.get("model_state_dict", checkpoint)
+        checkpoint = _load(Path(checkpoint))
+    expected = "expected {'model_state_dict': {...}} with keys such as " + ", ".join(
+        REQUIRED_KEYS[::2]
+    )
+    if isinstance(checkpoint, Mapping) and str(checkpoint.get("format", "")).startswith("tdsclip"):
+        raise CheckpointError(
+            f"{name} is a tdsclip checkpoint already, not an authors' one",
+            hint="give it to tdsclip.eval or tdsclip.predict as it is",
+        )
+    state = (
+        checkpoint.get("model_state_dict", checkpoint) if isinstance(checkpoint, Mapping) else None
+    )
     if not isinstance(state, Mapping) or not state:
-        raise ValueError("not an authors' checkpoint: no 'model_state_dict' with tensors")
-    return {k.removeprefix("module."): v for k, v in state.items()}
+        raise CheckpointError(f"{name} is not an authors' TDS-CLIP checkpoint: {expected}; found "
+                              f"a {type(checkpoint).__name__} without tensors")  # fmt: skip
+    state = {str(k).removeprefix("module."): v for k, v in state.items()}
+    if missing := [k for k in REQUIRED_KEYS if k not in state]:
+        raise CheckpointError(
+            f"{name} is not an authors' TDS-CLIP checkpoint: {expected}; found {len(state)} keys "
+            f"such as {', '.join(list(state)[:3])}, without {', '.join(missing)}"
+        )
+    return state
+
+
+def _load(path: Path) -> Any:
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found", hint="give the path of an authors' .pt file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # truncated file, not a torch file
+        first = short_reason(e)
+        raise CheckpointError(f"{path} cannot be read ({first})") from e
 
 
 def _rename(key: str) -> tuple[str, Callable[[Tensor], Tensor] | None] | None:
@@ -132,7 +179,10 @@ def convert_state(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
         new_key, fn = renamed
         out[new_key] = fn(value) if fn is not None else value
     if unknown:
-        raise KeyError(f"unexpected keys in the reference checkpoint: {sorted(unknown)}")
+        raise ConversionError(
+            f"unexpected keys in the reference checkpoint: {sorted(unknown)}",
+            hint="is it a TDS-CLIP checkpoint of the authors' released code?",
+        )
     return out
 
 
@@ -226,7 +276,7 @@ def load_converted(model: TDSCLIP, state: Mapping[str, Tensor]) -> None:
     """Strict load with an error that lists missing and unexpected keys."""
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
-        raise KeyError(
-            f"converted checkpoint does not fit the model.\n  missing: {result.missing_keys}\n"
-            f"  unexpected: {result.unexpected_keys}"
+        raise ConversionError(
+            f"converted checkpoint does not fit the model; missing: {result.missing_keys}; "
+            f"unexpected: {result.unexpected_keys}"
         )

@@ -24,19 +24,19 @@ NAMED_CLASSES = 40
 CELL_COUNTS = 15  # up to this many classes the matrix cells show their video counts
 
 
-def _figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)  # the headless canvas, attached to this figure only
     return fig
 
 
-def _save(fig: Figure, out: Path) -> Path:
+def save_figure(fig: Figure, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=DPI)
     return out
 
 
-def _short(name: str, width: int = 48) -> str:
+def shorten(name: str, width: int = 48) -> str:
     return name if len(name) <= width else name[: width - 1] + "…"
 
 
@@ -51,7 +51,7 @@ def plot_curves(records: Sequence[dict[str, Any]], out: Path, *, title: str = ""
     train = [r for r in records if "train/loss" in r and "train/epoch" in r]
     epochs = [r["train/epoch"] for r in train]
     val_x, val_y = _val_points(records)
-    fig = _figure(15, 4.4)
+    fig = new_figure(15, 4.4)
     axes = fig.subplots(1, 3)
     _series(axes[0], epochs, [r["train/loss"] for r in train], "train loss", "C0")
     axes[0].set_ylabel("loss")
@@ -80,7 +80,7 @@ def plot_curves(records: Sequence[dict[str, Any]], out: Path, *, title: str = ""
     if not train:
         axes[0].text(0.5, 0.5, "no training step logged", ha="center", transform=axes[0].transAxes)
     fig.suptitle(title)
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def _series(ax: Any, x: Sequence[float], y: Sequence[float], label: str, color: str) -> None:
@@ -128,7 +128,7 @@ def plot_confusion(
     sorted_cm = cm[np.ix_(order, order)]
     support = sorted_cm.sum(1, keepdims=True)
     rates = np.divide(sorted_cm, support, out=np.zeros(sorted_cm.shape), where=support > 0)
-    fig = _figure(19, 10) if n > CELL_COUNTS else _figure(15, 7.5)
+    fig = new_figure(19, 10) if n > CELL_COUNTS else new_figure(15, 7.5)
     grid = fig.add_gridspec(1, 2, width_ratios=[1.0, 0.9])
     ax = fig.add_subplot(grid[0])
     # A square-root scale keeps the few-percent confusions visible beside a bright diagonal.
@@ -136,7 +136,7 @@ def plot_confusion(
                       interpolation="nearest")  # fmt: skip
     fig.colorbar(image, ax=ax, shrink=0.8, label="fraction of the true class's videos")
     if n <= NAMED_CLASSES:
-        names = [_short(classes[i], 32) for i in order]
+        names = [shorten(classes[i], 32) for i in order]
         ax.set_xticks(range(n), names, rotation=90, fontsize=7)
         ax.set_yticks(range(n), names, fontsize=7)
     if n <= CELL_COUNTS:
@@ -159,7 +159,7 @@ def plot_confusion(
         ax.annotate(str(k), (rank[p], rank[t]), xytext=(7, 7), textcoords="offset points",
                     color="red", fontsize=9, fontweight="bold")  # fmt: skip
         share = 100.0 * videos / max(int(cm[t].sum()), 1)
-        lines.append(f"{k:>2}. {_short(classes[t])}\n    → {_short(classes[p])}: "
+        lines.append(f"{k:>2}. {shorten(classes[t])}\n    → {shorten(classes[p])}: "
                      f"{videos} videos ({share:.0f}% of the class)")  # fmt: skip
     text_ax = fig.add_subplot(grid[1])
     text_ax.axis("off")
@@ -168,7 +168,7 @@ def plot_confusion(
     text_ax.text(0.0, 1.0, heading + "\n\n" + body, va="top", ha="left", fontsize=10,
                  family="monospace", transform=text_ax.transAxes)  # fmt: skip
     fig.suptitle(title)
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 # ------------------------------------------------------------------------- per class
@@ -191,7 +191,7 @@ def plot_per_class(
 
     def bars(ax: Any, idx: Sequence[int], heading: str) -> None:
         ax.barh(range(len(idx)), [accuracy[i] for i in idx], color="C0")
-        labels = [f"{_short(classes[i], 44)} ({support[i]})" for i in idx]
+        labels = [f"{shorten(classes[i], 44)} ({support[i]})" for i in idx]
         ax.set_yticks(range(len(idx)), labels, fontsize=8)
         ax.invert_yaxis()
         ax.set_xlim(0, 100)
@@ -201,10 +201,10 @@ def plot_per_class(
         ax.grid(axis="x", alpha=0.3)
 
     if len(present) <= NAMED_CLASSES:
-        fig = _figure(10, max(3.0, 1.2 + 0.24 * len(present)))
+        fig = new_figure(10, max(3.0, 1.2 + 0.24 * len(present)))
         bars(fig.add_subplot(), present, f"every class (videos), mean {mean:.1f}%")
     else:
-        fig = _figure(19, 10)
+        fig = new_figure(19, 10)
         grid = fig.add_gridspec(2, 2, width_ratios=[1.0, 1.1], height_ratios=[worst, best])
         overview = fig.add_subplot(grid[:, 0])
         overview.bar(range(len(present)), [accuracy[i] for i in present], width=1.0, color="C0")
@@ -217,7 +217,7 @@ def plot_per_class(
         bars(fig.add_subplot(grid[0, 1]), present[::-1][:worst], f"the {worst} worst (videos)")
         bars(fig.add_subplot(grid[1, 1]), present[:best], f"the {best} best (videos)")
     fig.suptitle(title)
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 # --------------------------------------------------------------------------- results
@@ -231,7 +231,7 @@ def plot_results(
 ) -> Path:
     """``results.png``: top-1 per run as bars, the paper's number as a red mark on its bar."""
     n = len(labels)
-    fig = _figure(11, 1.6 + 0.45 * n)
+    fig = new_figure(11, 1.6 + 0.45 * n)
     ax = fig.add_subplot()
     ax.barh(range(n), top1, color="C0", label="this run")
     for i, value in enumerate(top1):
@@ -240,11 +240,11 @@ def plot_results(
     if marks:
         ax.plot([p for _, p in marks], [i for i, _ in marks], "|", color="red", markersize=22,
                 markeredgewidth=3, label="paper")  # fmt: skip
-    ax.set_yticks(range(n), [_short(label, 70) for label in labels], fontsize=8)
+    ax.set_yticks(range(n), [shorten(label, 70) for label in labels], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 100)
     ax.set_xlabel("top-1 (%)")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="lower right", fontsize=9)
     ax.set_title(title, fontsize=10)
-    return _save(fig, out)
+    return save_figure(fig, out)

@@ -240,6 +240,8 @@ def plot_results(
     if marks:
         ax.plot([p for _, p in marks], [i for i, _ in marks], "|", color="red", markersize=22,
                 markeredgewidth=3, label="paper")  # fmt: skip
+        for i, p in marks:
+            ax.text(p, i - 0.3, f" paper {p:.1f}", color="red", fontsize=8)
     ax.set_yticks(range(n), [shorten(label, 70) for label in labels], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 100)

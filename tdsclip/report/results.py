@@ -79,18 +79,27 @@ def _plotted_top1(row: ResultRow) -> float:
 
 
 def paper_markdown(entries: Sequence[PaperEntry]) -> str:
-    """The paper's entries as one Markdown table per paper table."""
-    text, table = "", None
+    """The paper's entries as one Markdown table per paper table, under its sweep command."""
+    tables: dict[str, list[PaperEntry]] = {}
     for e in entries:
-        if e.table != table:
-            table = e.table
-            preset = f" (`-m ablation={e.preset}`)" if e.preset else ""
-            text += f"\n**Table {table}**{preset}\n\n"
-            text += "| row | experiment | overrides | protocol | top-1 | top-5 |\n"
-            text += "| --- | --- | --- | --- | ---: | ---: |\n"
-        overrides = " ".join(f"`{o}`" for o in e.overrides)
-        protocol = "test, best.pt" if e.protocol == "test" else "best val, 1 view"
-        top5 = "" if e.top5 is None else f"{e.top5:.1f}"
-        cells = [e.row, f"`{e.experiment}`", overrides, protocol, f"{e.top1:.1f}", top5]
-        text += "| " + " | ".join(cells) + " |\n"
-    return text.lstrip("\n")
+        tables.setdefault(e.table, []).append(e)
+    blocks = []
+    for table, rows in tables.items():
+        presets = sorted({e.preset for e in rows if e.preset})
+        command = " / ".join(f"`python -m tdsclip.train -m ablation={p}`" for p in presets)
+        top5 = any(e.top5 is not None for e in rows)
+        lines = [
+            f"**Table {table}**" + (f": {command}" if command else ""),
+            "",
+            "| row | experiment | overrides | protocol | top-1 |" + (" top-5 |" if top5 else ""),
+            "| --- | --- | --- | --- | ---: |" + (" ---: |" if top5 else ""),
+        ]
+        for e in rows:
+            protocol = "test of best.pt" if e.protocol == "test" else "best val, 1 view"
+            cells = [e.row, f"`{e.experiment}`", " ".join(f"`{o}`" for o in e.overrides)]
+            cells += [protocol, f"{e.top1:.1f}"]
+            if top5:
+                cells.append("" if e.top5 is None else f"{e.top5:.1f}")
+            lines.append("| " + " | ".join(cells) + " |")
+        blocks.append("\n".join(lines) + "\n")
+    return "\n".join(blocks)

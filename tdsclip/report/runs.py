@@ -74,7 +74,7 @@ def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
     """Every run directory at or under ``paths`` (any depth), sorted naturally."""
     found: list[Path] = []
     for root in paths:
-        root = Path(root)
+        root = Path(root).resolve()
         if not root.exists():
             raise FileNotFoundError(f"{root}: no such file or directory")
         if not root.is_dir():

@@ -258,6 +258,15 @@ def test_motion_hooks_record_the_sme_branch_and_the_td_gates():
     assert motion is None and gate is None
 
 
+def test_the_picture_says_when_a_model_has_no_motion_path(tmp_path):
+    from tdsclip.report.visual import plot_motion_maps
+
+    frames = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    top = [("a", 0.5), ("b", 0.3)]
+    out = plot_motion_maps(frames, top, None, None, tmp_path / "v.png", title="no SME, no TD")
+    assert_png(out, min_size=(900, 500))
+
+
 # --------------------------------------------------------------------- your own videos
 def readme_section(title: str) -> str:
     text = (ROOT / "README.md").read_text()

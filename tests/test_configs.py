@@ -86,9 +86,10 @@ def test_default_job_config_is_the_tiny_cpu_job():
     assert cfg.task_name == "default"
 
 
-@pytest.mark.parametrize("name", ["eval", "predict", "summary"])
+@pytest.mark.parametrize("name", ["eval", "predict", "summary", "visualize"])
 def test_entry_point_configs_compose(name):
-    overrides = {"eval": ["checkpoint=x.pt"], "predict": ["checkpoint=x.pt", "video=v.mp4"]}
+    video = ["checkpoint=x.pt", "video=v.mp4"]
+    overrides = {"eval": ["checkpoint=x.pt"], "predict": video, "visualize": video}
     cfg = _compose(name, [*overrides.get(name, []), "experiment=ssv2_b16_8f"])
     assert cfg.data.format == "ssv2"
 

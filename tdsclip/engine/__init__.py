@@ -5,6 +5,8 @@
 - ``setup``: what a run builds before its first step (datasets, model, loaders, optimisation)
 - ``evaluation``: per-video scores over every view, reports, ``tdsclip.eval``'s body
 - ``prediction``: ``tdsclip.predict``'s body
+- ``visualization``: ``tdsclip.visualize``'s body (forward hooks on the SME stem and the
+  TD-Adapters); ``pictures``: the PNGs of a run and of an evaluation (``tdsclip.report``)
 - ``checkpoint``: plain-dict checkpoints written atomically, model files
 - ``context``: the process: rank, device, precision, threads
 - ``precision``: ``trainer.precision`` (``auto`` by the hardware) and the autocast context
@@ -14,8 +16,9 @@
 - ``metrics``: top-k, confusion matrix, per-split report; ``sinks``: where metrics go
 - ``cuda_graphs``: ``trainer.cuda_graph``'s capture; ``memory``: allocator and peak memory
 - ``seeding``: seeds and RNG states; ``preemption``: SIGTERM -> checkpoint and exit
-- ``launch``: Hydra plumbing for the entry points, logging of workers, code revision
+- ``launch``: Hydra plumbing for the entry points (also composing a config outside them),
+  logging of workers, code revision
 
-``tdsclip.engine`` may import ``tdsclip.models`` and ``tdsclip.data``; neither of them imports
-the engine.
+``tdsclip.engine`` may import ``tdsclip.models``, ``tdsclip.data`` and ``tdsclip.report``; none
+of them imports the engine.
 """

@@ -22,6 +22,7 @@ from torch import nn
 from tdsclip.engine import distributed
 from tdsclip.engine.context import ProcessContext, setup_process
 from tdsclip.engine.metrics import classification_report
+from tdsclip.engine.pictures import draw_report
 from tdsclip.engine.precision import autocast
 from tdsclip.errors import UserError
 
@@ -98,7 +99,8 @@ def collect_scores(
 def write_report(
     out_dir: Path, result: EvalResult, report: dict[str, Any], classes: list[str], paths: list[str]
 ) -> None:
-    """metrics.json, per_class.csv, confusion.csv, predictions.csv, unreadable.csv."""
+    """metrics.json, per_class.csv, confusion.csv, predictions.csv, unreadable.csv (the PNGs
+    are drawn by :func:`tdsclip.engine.pictures.draw_report`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = {k: report[k] for k in ("num_videos", "top1", "top5", "mean_class_acc", "unreadable")}
     (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -189,6 +191,7 @@ def evaluate_split(
     report = result.report(num_classes)
     if dinfo.is_main:
         write_report(out_dir, result, report, list(dataset.classes), list(dataset.paths))
+        draw_report(out_dir, report, list(dataset.classes), title=f"{what}, {split} ({views})")
         log.info(
             "%s: top1=%.2f top5=%.2f mean_class_acc=%.2f over %d videos; %d unreadable "
             "(excluded); report in %s",

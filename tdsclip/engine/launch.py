@@ -7,12 +7,12 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from tdsclip.engine import distributed
 
@@ -31,6 +31,20 @@ def register_resolvers() -> None:
     """``${run_stamp:}``: one timestamp for every rank of a run (rank 0 chooses it)."""
     stamp = distributed.shared_run_stamp()
     OmegaConf.register_new_resolver("run_stamp", lambda: stamp, replace=True)
+
+
+def compose_config(overrides: Sequence[str], config_name: str = "train") -> DictConfig:
+    """The config ``python -m tdsclip.<config_name> OVERRIDES`` runs with (struct mode, not
+    resolved, no ``hydra`` node), composed outside any Hydra app (tools, tests)."""
+    from hydra import compose, initialize_config_dir
+
+    check_config_dir()
+    if not OmegaConf.has_resolver("run_stamp"):
+        OmegaConf.register_new_resolver("run_stamp", lambda: "composed")
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name, overrides=list(overrides))
+    OmegaConf.set_struct(cfg, True)
+    return cfg
 
 
 def run_hydra(

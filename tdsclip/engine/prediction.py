@@ -3,46 +3,50 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
 from tdsclip.engine.cli import verbose
-from tdsclip.engine.context import setup_process
+from tdsclip.engine.context import ProcessContext, setup_process
 from tdsclip.engine.precision import autocast
 from tdsclip.errors import MissingFileError, UserError
+from tdsclip.models import TDSCLIP
 
 log = logging.getLogger("tdsclip.predict")
 
 
-def predict(cfg: DictConfig) -> list[tuple[str, float]]:
-    """The ``cfg.topk`` most likely classes of ``cfg.video`` with their probabilities (the
-    softmax averaged over the test views: clips x crops)."""
-    from tdsclip.data import build_dataset, normalize_video, read_video_views
+@dataclass
+class VideoModel:
+    """A model ready for single videos: its process, the data config it decodes with and its
+    class names."""
+
+    model: TDSCLIP
+    ctx: ProcessContext
+    data_cfg: Any  # the ``data`` config group (a training checkpoint's own, if it has one)
+    classes: list[str]
+
+
+def load_video_model(cfg: DictConfig) -> VideoModel:
+    """``cfg.checkpoint`` on the device ``cfg.trainer`` picks, in eval mode, with one class
+    name per output (else a UserError saying where the names came from)."""
+    from tdsclip.data import build_dataset
     from tdsclip.engine.checkpoint import load_checkpoint, model_from_checkpoint
 
-    if not verbose():  # the error names each backend's reason; their C logs add nothing
-        logging.getLogger("tdsclip.data.decoding").setLevel(logging.ERROR)
-    path = Path(cfg.video).expanduser()
-    if not path.is_file():
-        raise MissingFileError(f"video not found: {path}", hint="video=PATH names one file")
     ckpt = load_checkpoint(cfg.checkpoint)
     data_cfg = cfg.data
     if ckpt.get("config"):  # a training checkpoint: decode exactly as its run did
         data_cfg = ckpt["config"]["data"]
-    classes = ckpt.get("classes") or list(build_dataset(data_cfg, "val").classes)
+    classes = list(ckpt.get("classes") or build_dataset(data_cfg, "val").classes)
     check_class_names(classes, int(ckpt["model_config"]["num_classes"]), ckpt)
     ctx = setup_process(cfg.trainer, num_workers=0)
     model = model_from_checkpoint(ckpt, pretrained=cfg.pretrained).to(ctx.device)
     if ctx.dtype is not None:
         model.backbone.cast_weights(ctx.dtype)
-    views = read_video_views(str(path), data_cfg)  # (V, T, M, 3, H, W) uint8
-    with torch.no_grad(), autocast(ctx.device, ctx.dtype):
-        logits = model(normalize_video(views.to(ctx.device)))  # (V, classes)
-    probs = logits.float().softmax(-1).mean(0)  # (classes,)
-    top = probs.topk(min(int(cfg.topk), len(classes)))
-    return [(classes[i], float(p)) for p, i in zip(top.values, top.indices.tolist(), strict=True)]
+    return VideoModel(model=model, ctx=ctx, data_cfg=data_cfg, classes=classes)
 
 
 def check_class_names(classes: list[str], num_outputs: int, ckpt: dict) -> None:
@@ -54,3 +58,34 @@ def check_class_names(classes: list[str], num_outputs: int, ckpt: dict) -> None:
         f"the model predicts {num_outputs} classes but {source} names {len(classes)}",
         hint="give the experiment (or data.labels) the model was trained with",
     )
+
+
+def video_path(value: str) -> Path:
+    """The video file to read; a missing one is a user error. Decoders' C logs are kept
+    quiet unless ``--verbose``: the error names each backend's reason already."""
+    if not verbose():
+        logging.getLogger("tdsclip.data.decoding").setLevel(logging.ERROR)
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise MissingFileError(f"video not found: {path}", hint="video=PATH names one file")
+    return path
+
+
+def ranked(probs: torch.Tensor, classes: list[str], k: int) -> list[tuple[str, float]]:
+    """The ``k`` most likely (class name, probability) of ``probs`` (classes,)."""
+    top = probs.topk(min(int(k), len(classes)))
+    return [(classes[i], float(p)) for p, i in zip(top.values, top.indices.tolist(), strict=True)]
+
+
+def predict(cfg: DictConfig) -> list[tuple[str, float]]:
+    """The ``cfg.topk`` most likely classes of ``cfg.video`` with their probabilities (the
+    softmax averaged over the test views: clips x crops)."""
+    from tdsclip.data import normalize_video, read_video_views
+
+    path = video_path(cfg.video)
+    vm = load_video_model(cfg)
+    views = read_video_views(str(path), vm.data_cfg)  # (V, T, M, 3, H, W) uint8
+    with torch.no_grad(), autocast(vm.ctx.device, vm.ctx.dtype):
+        logits = vm.model(normalize_video(views.to(vm.ctx.device)))  # (V, classes)
+    probs = logits.float().softmax(-1).mean(0)  # (classes,)
+    return ranked(probs, vm.classes, cfg.topk)

@@ -9,8 +9,8 @@ process (every rank runs the same):
 - per epoch ``train_epoch``: ``train_step`` (forward and backward of one micro-batch) and,
   every ``accumulate`` micro-batches, ``optimizer_step`` and ``log_step``; then
   ``end_epoch``: ``evaluate`` when due and ``save``;
-- ``finish``: the optional multi-view test of ``best.pt``; or, on SIGTERM and friends,
-  ``stop_preempted``.
+- ``finish``: the optional multi-view test of ``best.pt``, the pictures of the run; or, on
+  SIGTERM and friends, ``stop_preempted``.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from tdsclip.engine.evaluation import collect_scores, test_checkpoint
 from tdsclip.engine.launch import code_revision
 from tdsclip.engine.memory import keep_freed_memory, peak_memory_mb
 from tdsclip.engine.metrics import topk_correct
+from tdsclip.engine.pictures import draw_training
 from tdsclip.engine.precision import autocast
 from tdsclip.engine.preemption import PreemptionSignal
 from tdsclip.engine.seeding import rng_state, seed_everything, set_deterministic, set_rng_state
@@ -161,6 +162,7 @@ class Trainer:
         self.progress = self.dinfo.is_main and self.tc.progress_bar
         self.graphed = False  # trainer.cuda_graph: captured on the first batch
         self.final: dict[str, Any] = {}
+        self.val_report: dict[str, Any] | None = None  # the last validation, for its pictures
 
     # ---------------------------------------------------------------------------- run
     def fit(self) -> dict[str, Any]:
@@ -346,7 +348,7 @@ class Trainer:
         """Validate (one view per video); ``best.pt`` when the top-1 improves."""
         result = collect_scores(self.net.eval_model, self.val_loader, device=self.device,
                                 amp_dtype=self.ctx.dtype, progress=self.progress)  # fmt: skip
-        report = result.report(self.train_set.num_classes)
+        report = self.val_report = result.report(self.train_set.num_classes)
         self.final = {
             "val_top1": report["top1"],
             "val_top5": report["top5"],
@@ -407,7 +409,9 @@ class Trainer:
         return {"status": "preempted", "step": self.state.step}
 
     def finish(self) -> dict[str, Any]:
-        """The multi-view test of ``best.pt`` (``trainer.test_after_train``), the summary."""
+        """The multi-view test of ``best.pt`` (``trainer.test_after_train``), the run's
+        pictures (``curves.png``, the last validation's ``confusion.png`` and
+        ``per_class.png``), the summary."""
         final = dict(self.final)
         if self.tc.test_after_train:
             best = self.ckpt_dir / "best.pt"
@@ -415,6 +419,9 @@ class Trainer:
             final |= test
             self.sinks.log({f"test/{k[5:]}": float(v) for k, v in test.items()}, self.state.step)
         self.sinks.close()
+        if self.dinfo.is_main:
+            draw_training(self.run_dir, self.val_report, self.train_set.classes,
+                          title=f"{self.cfg.task_name} {self.run_dir.name}")  # fmt: skip
         final["chance"] = 100.0 / self.train_set.num_classes
         final["best_top1"] = self.state.best_top1
         final["best_epoch"] = self.state.best_epoch

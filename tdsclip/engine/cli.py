@@ -143,22 +143,25 @@ def check_command_line(config_dir: str, config_name: str, argv: list[str]) -> No
     except Exception:  # a syntax error: Hydra's own message says where
         return
     groups, keys, fixed = [], [], []
+    # Configs from other folders (hydra.searchpath) are Hydra's to find.
+    search = [o.input_line for o in parsed if o.key_or_group == "hydra.searchpath"]
     for o in parsed:
         name = o.key_or_group
         if name.startswith("hydra") or o.is_add() or o.is_delete() or o.is_force_add():
             continue
         values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.value()]
         if Path(config_dir, name).is_dir():
-            groups.append(f"{name}={_check_choices(config_dir, name, values)}")
+            first = values[0] if search else _check_choices(config_dir, name, values)
+            groups.append(f"{name}={first}")
         else:
             keys.append(name)
             if not o.is_sweep_override():
                 fixed.append(o.input_line)
-    cfg = _compose(config_dir, config_name, groups)
+    cfg = _compose(config_dir, config_name, search + groups)
     for key in keys:
         _check_key(cfg, key, config_dir)
     if config_name == "train":
-        _check_run_dir(_compose(config_dir, config_name, groups + fixed), multirun)
+        _check_run_dir(_compose(config_dir, config_name, search + groups + fixed), multirun)
 
 
 def _split_argv(argv: list[str], config_name: str) -> tuple[list[str], str, bool]:

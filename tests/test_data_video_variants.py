@@ -331,7 +331,12 @@ def test_backends_read_exactly_where_trusted_and_refuse_elsewhere(containers, na
 
 @pytest.fixture(scope="module")
 def damaged(tmp_path_factory) -> dict[str, tuple[Path, int]]:
-    """An MP4 zeroed in the middle and a WebM cut in half, with their decodable frame counts."""
+    """An MP4 broken in the middle and a WebM cut in half, with their decodable frame counts.
+
+    The MP4's middle packet gets an impossible NAL length, which every FFmpeg decoder refuses
+    at that packet. (Zeroing bytes at a fixed offset instead was flaky: where the zeros land
+    decides whether the decoder conceals the damage and decodes every frame.)
+    """
     root = tmp_path_factory.mktemp("damaged")
     out = {}
     for name, codec in (("zeroed.mp4", "h264"), ("cut.webm", "vp9")):
@@ -341,7 +346,10 @@ def damaged(tmp_path_factory) -> dict[str, tuple[Path, int]]:
         if name == "cut.webm":
             data = data[: len(data) // 2]
         else:
-            data[len(data) // 2 : len(data) // 2 + 2000] = bytes(2000)
+            with av.open(str(full)) as container:
+                packets = sorted((p.pos, p.size) for p in container.demux(video=0) if p.size)
+            pos, _ = packets[len(packets) // 2]
+            data[pos : pos + 4] = b"\xff\xff\xff\xff"  # the packet's first NAL length
         (root / name).write_bytes(bytes(data))
         decodable = 0
         with av.open(str(root / name)) as container:

@@ -74,6 +74,13 @@ def _pair(low: float, high: float) -> tuple[Check, str]:
     return check, f"[min, max] with {low} <= min <= max <= {high}"
 
 
+def _betas() -> tuple[Check, str]:
+    one = _number(0, 1, high_open=True)[0]
+    return (lambda v: isinstance(v, list | tuple) and len(v) == 2 and all(map(one, v))), (
+        "two numbers in [0, 1)"
+    )
+
+
 RULES: dict[str, tuple[Check, str]] = {
     "seed": _int(0),
     "trainer.device": _choice("auto", "cpu", "cuda"),
@@ -94,7 +101,7 @@ RULES: dict[str, tuple[Check, str]] = {
     "optim.lr": _number(0, low_open=True),
     "optim.min_lr": _number(0),
     "optim.weight_decay": _number(0),
-    "optim.betas": _pair(0, 0.999999),
+    "optim.betas": _betas(),
     "optim.eps": _number(0, low_open=True),
     "optim.warmup_epochs": _number(0),
     "optim.label_smoothing": _number(0, 1, high_open=True),
@@ -141,24 +148,15 @@ _RAND_AUGMENT = re.compile(
 
 def validate_config(cfg: DictConfig) -> None:
     """Raise a ConfigError for the first value that cannot work (see the module docstring)."""
-    values = OmegaConf.to_container(cfg, resolve=True)
+    absent = object()
     for key, (check, allowed) in RULES.items():
-        value = _lookup(values, key)
-        if value is not _ABSENT and not check(value):
+        # absent: a key this config has not (eval's), or a required value not yet set (???)
+        value = OmegaConf.select(cfg, key, default=absent)
+        if OmegaConf.is_config(value):
+            value = OmegaConf.to_container(value, resolve=True)
+        if value is not absent and not check(value):
             raise ConfigError(key, f"got {value!r}; it must be {allowed}")
-    _check_combinations(values)
-
-
-_ABSENT = object()
-
-
-def _lookup(values: dict[str, Any], key: str) -> Any:
-    node: Any = values
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return _ABSENT
-        node = node[part]
-    return node
+    _check_combinations(OmegaConf.to_container(cfg, resolve=True))
 
 
 def _check_combinations(v: dict[str, Any]) -> None:

@@ -13,15 +13,19 @@ that the results are the same numbers, not a look-alike:
 - AutoContrast and Equalize build Pillow's look-up tables (double and integer arithmetic);
 - geometric ops are Pillow's affine transform with its bicubic filter (a = -1 cubic, pixel
   centres at +0.5, edge pixels repeated, points outside the image get the fill colour, results
-  truncated), computed as one sparse (pixels x pixels) matrix per clip applied to all its
-  frames at once.
+  truncated). Shears and translations move whole rows or columns: one gather and a 4-tap
+  filter; rotations are one sparse (pixels x pixels) matrix per clip applied to all its frames
+  at once. Both sum in float32; the few pixels whose sum lies next to an integer, where
+  Pillow's double arithmetic could truncate to the other side, are recomputed as Pillow does.
+
+The results equal Pillow 13's bit for bit (tests/test_data_rand_augment.py).
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -85,7 +89,8 @@ def color(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
 
 def contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     l_sum = luma(x).sum(dim=(-3, -2, -1), keepdim=True, dtype=torch.int64)
-    mean = (l_sum.double() / (x.shape[-2] * x.shape[-1]) + 0.5).floor()  # int(mean + 0.5)
+    pixels = torch.tensor(x.shape[-2] * x.shape[-1], dtype=torch.float64, device=x.device)
+    mean = (l_sum.double() / pixels + 0.5).floor()  # Pillow: int(sum / pixels + 0.5)
     return blend(mean.to(torch.float32), x, factor)  # degenerate: grey at the mean L
 
 
@@ -126,7 +131,9 @@ def auto_contrast(x: torch.Tensor, arg: torch.Tensor) -> torch.Tensor:
     lo = flat.amin(-1).reshape(-1, 1).double()  # (K, 1)
     hi = flat.amax(-1).reshape(-1, 1).double()
     stretch = hi > lo
-    scale = torch.where(stretch, 255.0 / torch.where(stretch, hi - lo, 1.0), 1.0)
+    # A tensor / tensor division: `255.0 / t` is t.reciprocal() * 255, not Python's quotient.
+    scale = torch.full_like(hi, 255.0).div_(torch.where(stretch, hi - lo, 1.0))
+    scale = torch.where(stretch, scale, 1.0)
     offset = torch.where(stretch, -lo * scale, 0.0)
     levels = torch.arange(256, device=x.device, dtype=torch.float64)
     tables = (levels * scale + offset).trunc_().clamp_(0, 255)  # Pillow: int(ix*scale + offset)
@@ -271,6 +278,62 @@ def _axis(matrix: tuple[float, ...]) -> str:
     return "xy"
 
 
+# float32 sums of the 4 or 16 taps are within ~2e-4 of Pillow's double result (values <= 255,
+# weights summing to 1, |weights| to at most 1.5); a pixel whose sum is nearer than this to an
+# integer could truncate to the other side and is recomputed exactly.
+_NEAR_INTEGER = 1e-3
+
+
+def _horner(v1: torch.Tensor, v2: torch.Tensor, v3: torch.Tensor, v4: torch.Tensor, d):
+    """Pillow's BICUBIC macro, in double and in its order of operations."""
+    p2 = -v1 + v3
+    p3 = 2 * (v1 - v2) + v3 - v4
+    p4 = -v1 + v2 - v3 + v4
+    return v2 + d * (p2 + d * (p3 + d * p4))
+
+
+def _exact_points(
+    x: torch.Tensor,
+    x_in: torch.Tensor,
+    y_in: torch.Tensor,
+    clip: torch.Tensor,
+    channel: torch.Tensor,
+    pixel: torch.Tensor,
+    axis: str,
+) -> torch.Tensor:
+    """Pillow's bicubic value, exactly (double, its evaluation order, clipped, truncated), at
+    output points (clip, frame-channel, pixel) (K,) each, of x viewed as (G, N*3, H, W)."""
+    n, c, h, w = x.shape[1:]
+    planes = x.view(-1)
+    plane = (clip * (n * c) + channel) * (h * w)  # (K,) start of each point's input plane
+    xf, yf = x_in[clip, pixel] - 0.5, y_in[clip, pixel] - 0.5  # Pillow: xin -= 0.5
+    x0, y0 = xf.floor(), yf.floor()
+    dx, dy = xf - x0, yf - y0
+    cols = [(x0.long() + k).clamp_(0, w - 1) for k in (-1, 0, 1, 2)]
+    rows = [(y0.long() + k).clamp_(0, h - 1) * w + plane for k in (-1, 0, 1, 2)]
+
+    def row(start: torch.Tensor) -> torch.Tensor:  # Pillow's horizontal pass on one input row
+        if axis == "y":  # dx == 0: the pass returns the pixel itself
+            return planes.take(start + cols[1]).double()
+        return _horner(*[planes.take(start + col).double() for col in cols], dx)
+
+    # dy == 0 along x (shears, translations in x): the vertical pass returns row y exactly.
+    value = row(rows[1]) if axis == "x" else _horner(*[row(r) for r in rows], dy)
+    return value.clamp_(0, 255).trunc_()
+
+
+def _make_exact(
+    out: torch.Tensor, outside: torch.Tensor, exact: Callable[[torch.Tensor], torch.Tensor]
+) -> None:
+    """Overwrite, in the float32 result `out`, the inside points near an integer with
+    `exact(their flat indices into out)`."""
+    near = (out - out.round()).abs_() < _NEAR_INTEGER
+    near &= ~outside
+    where = near.view(-1).nonzero()[:, 0]
+    if len(where):
+        out.view(-1).index_put_((where,), exact(where).to(out.dtype))
+
+
 def _resample_lines(x: torch.Tensor, matrices: torch.Tensor, axis: str, fill: int):
     """Shears and translations: every row (axis "x") or column ("y") of the output reads one
     line of the input, shifted by a constant, so the 4 taps are one gather plus a 4-tap filter.
@@ -301,8 +364,14 @@ def _resample_lines(x: torch.Tensor, matrices: torch.Tensor, axis: str, fill: in
     out = window.narrow(dim, 0, size) * weights[0]
     for k in range(1, 4):
         out.addcmul_(window.narrow(dim, k, size), weights[k])
-    # The fill by arithmetic (x*1 + 0 or x*0 + fill): a broadcast masked_fill_ is slower.
     outside = outside.view(g, 1, 1, h, w)
+
+    def exact(where: torch.Tensor) -> torch.Tensor:  # flat indices into (G, N*3, H*W)
+        plane, pixel = where // (h * w), where % (h * w)
+        return _exact_points(x, x_in, y_in, plane // (n * c), plane % (n * c), pixel, axis)
+
+    _make_exact(out, outside, exact)
+    # The fill by arithmetic (x*1 + 0 or x*0 + fill): a broadcast masked_fill_ is slower.
     out.mul_(~outside).add_(outside * float(fill))
     return out.clamp_(0, 255).to(torch.uint8)  # truncates, as Pillow's bicubic filter
 
@@ -332,6 +401,13 @@ def _affine_group(x: torch.Tensor, matrices: torch.Tensor, axis: str, fill: int)
     operator, outside = _affine_operator(matrices, axis, h, w)
     pixels = _padded_pixels(x).view(-1, n * c)  # (G*Q, N*3)
     moved = (operator @ pixels).view(g, h * w, n * c)  # (G, P, N*3)
+    x_in, y_in, _ = _sampling_points(matrices, h, w)
+
+    def exact(where: torch.Tensor) -> torch.Tensor:  # flat indices into (G, H*W, N*3)
+        point, channel = where // (n * c), where % (n * c)
+        return _exact_points(x, x_in, y_in, point // (h * w), channel, point % (h * w), axis)
+
+    _make_exact(moved, outside[..., None].expand_as(moved), exact)
     moved += outside[..., None] * float(fill)
     moved = moved.clamp_(0, 255).to(torch.uint8)  # truncates, as Pillow's bicubic filter
     return moved.transpose(1, 2).reshape(g, n, c, h, w)

@@ -323,12 +323,12 @@ def _exact_points(
 
 
 def _make_exact(
-    out: torch.Tensor, outside: torch.Tensor, exact: Callable[[torch.Tensor], torch.Tensor]
+    out: torch.Tensor, skip: torch.Tensor, exact: Callable[[torch.Tensor], torch.Tensor]
 ) -> None:
-    """Overwrite, in the float32 result `out`, the inside points near an integer with
-    `exact(their flat indices into out)`."""
+    """Overwrite, in the float32 result `out`, the points near an integer (except `skip`:
+    outside points, which get the fill, or exact ones) with `exact(their flat indices)`."""
     near = (out - out.round()).abs_() < _NEAR_INTEGER
-    near &= ~outside
+    near &= ~skip
     where = near.view(-1).nonzero()[:, 0]
     if len(where):
         out.view(-1).index_put_((where,), exact(where).to(out.dtype))
@@ -355,22 +355,29 @@ def _resample_lines(x: torch.Tensor, matrices: torch.Tensor, axis: str, fill: in
     index = (j + base.long()[..., None] - 1 + PAD).clamp_(0, size + 2 * PAD - 1)  # (G, L, S+3)
     if axis == "x":
         index = index[:, None, None].expand(g, n, c, h, w + 3)
-        window = padded.gather(-1, index).to(torch.float32)  # (G, N, 3, H, W+3)
+        window = padded.gather(-1, index)  # (G, N, 3, H, W+3) uint8
         weights = [t[:, None, None, :, None] for t in taps]  # per row
     else:
         index = index.transpose(1, 2)[:, None, None].expand(g, n, c, h + 3, w)
-        window = padded.gather(-2, index).to(torch.float32)  # (G, N, 3, H+3, W)
+        window = padded.gather(-2, index)  # (G, N, 3, H+3, W) uint8
         weights = [t[:, None, None, None, :] for t in taps]  # per column
-    out = window.narrow(dim, 0, size) * weights[0]
-    for k in range(1, 4):
-        out.addcmul_(window.narrow(dim, k, size), weights[k])
+    tap = [window.narrow(dim, k, size) for k in range(4)]  # tap k of every output pixel
+    # Summed relative to tap 1 (the weights add up to 1): a flat window gives tap 1 exactly,
+    # as Pillow's p1 + d*(0 + ...) does, so only uneven windows can need the exact step.
+    centre = tap[1].to(torch.float32)
+    out = (tap[0].to(torch.float32) - centre).mul_(weights[0])
+    for k in (2, 3):
+        out.addcmul_(tap[k].to(torch.float32).sub_(centre), weights[k])
+    flat = ((tap[0] ^ tap[1]) | (tap[2] ^ tap[1]) | (tap[3] ^ tap[1])) == 0
     outside = outside.view(g, 1, 1, h, w)
 
     def exact(where: torch.Tensor) -> torch.Tensor:  # flat indices into (G, N*3, H*W)
         plane, pixel = where // (h * w), where % (h * w)
-        return _exact_points(x, x_in, y_in, plane // (n * c), plane % (n * c), pixel, axis)
+        points = _exact_points(x, x_in, y_in, plane // (n * c), plane % (n * c), pixel, axis)
+        return points - centre.view(-1)[where]  # `out` holds the sum relative to tap 1
 
-    _make_exact(out, outside, exact)
+    _make_exact(out, flat | outside, exact)
+    out += centre
     # The fill by arithmetic (x*1 + 0 or x*0 + fill): a broadcast masked_fill_ is slower.
     out.mul_(~outside).add_(outside * float(fill))
     return out.clamp_(0, 255).to(torch.uint8)  # truncates, as Pillow's bicubic filter

@@ -348,36 +348,36 @@ def _resample_lines(x: torch.Tensor, matrices: torch.Tensor, axis: str, fill: in
     start = coord[:, :, 0] if axis == "x" else coord[:, 0, :]  # (G, lines): line offset + 0.5
     base = (start - 0.5).floor()
     taps = [w.to(torch.float32) for w in _cubic_weights(start - 0.5 - base).unbind(-1)]
-    # Padded by the repeated edge; index j of a line reads input j + base - 1 (clamped: only
-    # outside points, which get the fill, read past the padding).
-    padded = torch.cat([x.narrow(dim, 0, 1)] * PAD + [x] + [x.narrow(dim, size - 1, 1)] * PAD, dim)
+    # Index j of a line reads input j + base - 1, clamped to the line: Pillow repeats the edge
+    # pixel for taps past it (and outside points, which get the fill, read anything).
     j = torch.arange(size + 3, device=x.device)
-    index = (j + base.long()[..., None] - 1 + PAD).clamp_(0, size + 2 * PAD - 1)  # (G, L, S+3)
+    index = (j + base.long()[..., None] - 1).clamp_(0, size - 1)  # (G, lines, S+3)
     if axis == "x":
         index = index[:, None, None].expand(g, n, c, h, w + 3)
-        window = padded.gather(-1, index)  # (G, N, 3, H, W+3) uint8
+        window = x.gather(-1, index)  # (G, N, 3, H, W+3) uint8
         weights = [t[:, None, None, :, None] for t in taps]  # per row
     else:
         index = index.transpose(1, 2)[:, None, None].expand(g, n, c, h + 3, w)
-        window = padded.gather(-2, index)  # (G, N, 3, H+3, W) uint8
+        window = x.gather(-2, index)  # (G, N, 3, H+3, W) uint8
         weights = [t[:, None, None, None, :] for t in taps]  # per column
     tap = [window.narrow(dim, k, size) for k in range(4)]  # tap k of every output pixel
     # Summed relative to tap 1 (the weights add up to 1): a flat window gives tap 1 exactly,
     # as Pillow's p1 + d*(0 + ...) does, so only uneven windows can need the exact step.
-    centre = tap[1].to(torch.float32)
-    out = (tap[0].to(torch.float32) - centre).mul_(weights[0])
+    values = window.to(torch.float32)
+    centre = values.narrow(dim, 1, size)
+    out = (values.narrow(dim, 0, size) - centre).mul_(weights[0])
     for k in (2, 3):
-        out.addcmul_(tap[k].to(torch.float32).sub_(centre), weights[k])
+        out.addcmul_(values.narrow(dim, k, size) - centre, weights[k])
     flat = ((tap[0] ^ tap[1]) | (tap[2] ^ tap[1]) | (tap[3] ^ tap[1])) == 0
     outside = outside.view(g, 1, 1, h, w)
 
+    out += centre  # an integer: the sum is near an integer exactly where out is
+
     def exact(where: torch.Tensor) -> torch.Tensor:  # flat indices into (G, N*3, H*W)
         plane, pixel = where // (h * w), where % (h * w)
-        points = _exact_points(x, x_in, y_in, plane // (n * c), plane % (n * c), pixel, axis)
-        return points - centre.view(-1)[where]  # `out` holds the sum relative to tap 1
+        return _exact_points(x, x_in, y_in, plane // (n * c), plane % (n * c), pixel, axis)
 
     _make_exact(out, flat | outside, exact)
-    out += centre
     # The fill by arithmetic (x*1 + 0 or x*0 + fill): a broadcast masked_fill_ is slower.
     out.mul_(~outside).add_(outside * float(fill))
     return out.clamp_(0, 255).to(torch.uint8)  # truncates, as Pillow's bicubic filter

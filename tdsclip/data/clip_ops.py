@@ -115,13 +115,13 @@ def sharpness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
 def _channel_index(x: torch.Tensor) -> torch.Tensor:
     """int32 (K, H*W), K = G*N*3: each pixel's value plus 256 x its (clip, frame, channel)."""
     k = x.shape[0] * x.shape[1] * x.shape[2]
-    index = x.reshape(k, -1).to(torch.int32)
+    index = x.reshape(k, -1).to(torch.int32)  # (K, H*W)
     return index.add_(torch.arange(0, k * 256, 256, device=x.device, dtype=torch.int32)[:, None])
 
 
 def _apply_tables(x: torch.Tensor, index: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
     """Look up every pixel in its channel's table: tables (K, 256) of values 0..255."""
-    flat = tables.to(torch.uint8).view(-1)
+    flat = tables.to(torch.uint8).view(-1)  # (K*256,): row k at k*256
     return flat.index_select(0, index.view(-1)).view(x.shape)  # int32 indices: no int64 copy
 
 
@@ -129,7 +129,7 @@ def auto_contrast(x: torch.Tensor, arg: torch.Tensor) -> torch.Tensor:
     """Stretch every channel of every frame to [0, 255] with Pillow's look-up table."""
     flat = x.flatten(-2)  # (G, N, 3, H*W)
     lo = flat.amin(-1).reshape(-1, 1).double()  # (K, 1)
-    hi = flat.amax(-1).reshape(-1, 1).double()
+    hi = flat.amax(-1).reshape(-1, 1).double()  # (K, 1)
     stretch = hi > lo
     # A tensor / tensor division: `255.0 / t` is t.reciprocal() * 255, not Python's quotient.
     scale = torch.full_like(hi, 255.0).div_(torch.where(stretch, hi - lo, 1.0))
@@ -214,7 +214,7 @@ def _sampling_points(
         torch.arange(width, device=device, dtype=torch.float64) + 0.5,
         indexing="ij",
     )
-    xs, ys = xs.reshape(1, -1), ys.reshape(1, -1)
+    xs, ys = xs.reshape(1, -1), ys.reshape(1, -1)  # (1, P), row-major pixels
     m = matrices[:, :, None]  # (G, 6, 1)
     x_in = m[:, 0] * xs + m[:, 1] * ys + m[:, 2]  # Pillow's order of operations
     y_in = m[:, 3] * xs + m[:, 4] * ys + m[:, 5]
@@ -304,7 +304,7 @@ def _exact_points(
     """Pillow's bicubic value, exactly (double, its evaluation order, clipped, truncated), at
     output points (clip, frame-channel, pixel) (K,) each, of x viewed as (G, N*3, H, W)."""
     n, c, h, w = x.shape[1:]
-    planes = x.view(-1)
+    planes = x.view(-1)  # (G*N*3*H*W,)
     plane = (clip * (n * c) + channel) * (h * w)  # (K,) start of each point's input plane
     xf, yf = x_in[clip, pixel] - 0.5, y_in[clip, pixel] - 0.5  # Pillow: xin -= 0.5
     x0, y0 = xf.floor(), yf.floor()
@@ -344,7 +344,7 @@ def _resample_lines(x: torch.Tensor, matrices: torch.Tensor, axis: str, fill: in
     g, n, c, h, w = x.shape
     dim, size = (-1, w) if axis == "x" else (-2, h)
     x_in, y_in, outside = _sampling_points(matrices.to(x.device, torch.float64), h, w)
-    coord = (x_in if axis == "x" else y_in).view(g, h, w)
+    coord = (x_in if axis == "x" else y_in).view(g, h, w)  # (G, H, W)
     start = coord[:, :, 0] if axis == "x" else coord[:, 0, :]  # (G, lines): line offset + 0.5
     base = (start - 0.5).floor()
     taps = [w.to(torch.float32) for w in _cubic_weights(start - 0.5 - base).unbind(-1)]
@@ -369,7 +369,7 @@ def _resample_lines(x: torch.Tensor, matrices: torch.Tensor, axis: str, fill: in
     for k in (2, 3):
         out.addcmul_(values.narrow(dim, k, size) - centre, weights[k])
     flat = ((tap[0] ^ tap[1]) | (tap[2] ^ tap[1]) | (tap[3] ^ tap[1])) == 0
-    outside = outside.view(g, 1, 1, h, w)
+    outside = outside.view(g, 1, 1, h, w)  # (G, 1, 1, H, W), broadcast over frames
 
     out += centre  # an integer: the sum is near an integer exactly where out is
 
@@ -417,7 +417,7 @@ def _affine_group(x: torch.Tensor, matrices: torch.Tensor, axis: str, fill: int)
     _make_exact(moved, outside[..., None].expand_as(moved), exact)
     moved += outside[..., None] * float(fill)
     moved = moved.clamp_(0, 255).to(torch.uint8)  # truncates, as Pillow's bicubic filter
-    return moved.transpose(1, 2).reshape(g, n, c, h, w)
+    return moved.transpose(1, 2).reshape(g, n, c, h, w)  # (G, P, N*3) -> (G, N, 3, H, W)
 
 
 COLOUR_OPS = {
@@ -440,4 +440,4 @@ def affine_matrices(
     """float64 (G, 6): the matrix of each clip's geometric op."""
     pairs = zip(kernels, args, strict=True)
     rows = [affine_matrix(k, a, height=height, width=width) for k, a in pairs]
-    return torch.tensor(rows, dtype=torch.float64).view(-1, 6)
+    return torch.tensor(rows, dtype=torch.float64).view(-1, 6)  # (G, 6)

@@ -188,7 +188,9 @@ class VideoTrainDataset(_VideoDataset):
         # Draw all copies first, then apply: the same generator draws as drawing per copy.
         clips = [self.transform.apply(base, p) for p in params]  # (T*M, 3, H, W) each
         return {
-            "video": torch.stack(clips).view(len(clips), t, m, *clips[0].shape[1:]),
+            "video": torch.stack(clips).view(
+                len(clips), t, m, *clips[0].shape[1:]
+            ),  # (S, T, M, 3, H, W)
             "label": labels,  # (S,)
         }
 

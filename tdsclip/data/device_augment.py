@@ -64,11 +64,13 @@ class DeviceAugment:
         collated `encode_params` (leading dims (B, S)) -> views uint8 (B, S, T, M, 3, H, W)."""
         b, s = params["flip"].shape
         t, m = frames[0].shape[:2]
+        # Views are copy-minor (v = b*S + s): per-view parameters flatten (B, S) -> (V,).
         x = self.crop(frames, params["box"], device)  # (V, N, 3, H, W)
         x = self.flip(x, params["flip"].view(-1))
-        x = self.rand_augment(x, params["kernel"].flatten(0, 1), params["arg"].flatten(0, 1))
+        kernels, args = params["kernel"].flatten(0, 1), params["arg"].flatten(0, 1)  # (V, L)
+        x = self.rand_augment(x, kernels, args)
         x = self.grayscale(x, params["grayscale"].view(-1))
-        return x.view(b, s, t, m, *x.shape[-3:])
+        return x.view(b, s, t, m, *x.shape[-3:])  # (B, S, T, M, 3, H, W)
 
     def crop(self, frames: list[torch.Tensor], boxes: torch.Tensor, device: torch.device):
         """Random-sized crops, bilinear with antialiasing as the worker path: (V, N, 3, H, W).

@@ -1,11 +1,15 @@
-"""Decoding throughput per worker: clips of T x M frames per second, per backend and container.
+"""Data pipeline throughput: decoding per backend, and full training items per augment_on.
 
 Writes its own test videos (VP9 WebM like SSv2, H.264 MP4 like Kinetics), then reads random
 training clips (TSN sampling, M local frames around each centre) the way a DataLoader worker
-does: one process, one decoding thread. Also times the full training item (decode + the
-Something-Something augmentation with RandAugment, 2 repeats) through the `auto` backend.
+does: one process, one decoding thread. Then times full training items of the SSv2 recipe (on
+the WebM: resize [256, 320], crop, swap flip, RandAugment rand-m7-n4-mstd0.5-inc1) and the
+Kinetics one (on the MP4: resize 256, crop, flip, grayscale 0.2), 2 augmented copies each, with
+the augmentation in the worker (`--augment-on worker`, today's path) and on the device
+(`device`: the CPU here, its time counted in), side by side on the same files. The rate is
+views per second per CPU core: views / process CPU seconds.
 
-    python scripts/benchmark_data.py --clips 50 --json benchmark.json
+    python scripts/benchmark_data.py --augment-on worker device --json benchmark.json
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ import torch
 from tdsclip.data.annotations import VideoRecord
 from tdsclip.data.datasets import ClipReader, VideoTrainDataset
 from tdsclip.data.decoding import BackendUnavailableError, read_video_frames
+from tdsclip.data.loader import collate_train
 from tdsclip.data.sampling import local_windows, train_centres
 from tdsclip.data.synthetic import write_video
 from tdsclip.data.transforms import VideoTrainTransform, flip_label_map
+from tdsclip.engine.memory import keep_freed_memory
 
 CONTAINERS = {"webm": "vp9", "mp4": "h264"}
 
@@ -73,32 +79,100 @@ def time_clips(path: str, backend: str, *, clips: int, num_frames: int, num_loca
     return (time.perf_counter() - start) / clips
 
 
-def time_train_items(path: str, *, clips: int, num_frames: int, num_local: int) -> float:
-    """Seconds per full training item: decode + SS augmentation (RandAugment), 2 repeats."""
-    classes = ["a", "b"]
-    dataset = VideoTrainDataset(
+# The training recipes the item benchmark runs (configs/data/ssv2.yaml and k400.yaml).
+RECIPES = {
+    "ssv2": dict(
+        container="webm",
+        resize=(256, 320),
+        flip="swap_lr",
+        rand_augment="rand-m7-n4-mstd0.5-inc1",
+        grayscale_p=0.0,
+    ),
+    "k400": dict(container="mp4", resize=256, flip="plain", rand_augment=None, grayscale_p=0.2),
+}
+CLASSES = ["Pushing something from left to right", "Pushing something from right to left"]
+
+
+class CpuClock:
+    """Wraps a callable and adds up the process CPU time spent inside it."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.seconds = 0.0
+
+    def __call__(self, *args, **kwargs):
+        start = time.process_time()
+        try:
+            return self.fn(*args, **kwargs)
+        finally:
+            self.seconds += time.process_time() - start
+
+
+def train_dataset(path: str, recipe: dict, augment_on: str, *, num_frames: int, num_local: int):
+    transform = VideoTrainTransform(
+        input_size=224,
+        resize=recipe["resize"],
+        crop_scale=(0.08, 1.0),
+        crop_ratio=(0.75, 4 / 3),
+        flip=recipe["flip"],
+        flip_pairs=flip_label_map(CLASSES),
+        rand_augment=recipe["rand_augment"],
+        grayscale_p=recipe["grayscale_p"],
+    )
+    return VideoTrainDataset(
         [VideoRecord(path, 0)],
-        classes,
+        CLASSES,
         reader=ClipReader(backend="auto", image_tmpl="{:05d}.jpg"),
-        transform=VideoTrainTransform(
-            input_size=224,
-            resize=(256, 320),
-            crop_scale=(0.08, 1.0),
-            crop_ratio=(0.75, 4 / 3),
-            flip="swap_lr",
-            flip_pairs=flip_label_map(classes),
-            rand_augment="rand-m7-n4-mstd0.5-inc1",
-            grayscale_p=0.0,
-        ),
+        transform=transform,
         num_frames=num_frames,
         num_local_frames=num_local,
         num_sample=2,
+        augment_on=augment_on,
     )
-    dataset[(0, 0)]
-    start = time.perf_counter()
-    for epoch in range(clips):
-        dataset[(0, epoch + 1)]
-    return (time.perf_counter() - start) / clips
+
+
+def time_train_items(path: str, recipe: dict, augment_on: str, args) -> dict:
+    """CPU cost of full training items (decode, resize, both copies' augmentation), in batches
+    of `args.batch`; with augment_on=device the batch is augmented on the CPU as the device,
+    its time counted in. Process CPU time: every thread of this process counts."""
+    dataset = train_dataset(
+        path, recipe, augment_on, num_frames=args.num_frames, num_local=args.num_local_frames
+    )
+    dataset.reader = reader = CpuClock(dataset.reader)
+    dataset.transform.resize = resize = CpuClock(dataset.transform.resize)
+    device = torch.device("cpu")
+    epoch, cpu, wall, augment_cpu = 0, 0.0, 0.0, 0.0
+    for batch_index in range(-1, -(-args.clips // args.batch)):  # batch -1: warm-up
+        if batch_index == 0:
+            reader.seconds = resize.seconds = 0.0
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        items = []
+        for _ in range(args.batch):
+            items.append(dataset[(0, epoch)])
+            epoch += 1
+        batch = collate_train(items)
+        if dataset.device_augment is not None:
+            start = time.process_time()
+            views = dataset.device_augment(batch["frames"], batch["params"], device)
+            augment_cpu += (time.process_time() - start) if batch_index >= 0 else 0.0
+            assert views.shape[:2] == (args.batch, 2)
+        if batch_index >= 0:
+            cpu += time.process_time() - cpu0
+            wall += time.perf_counter() - wall0
+    items = -(-args.clips // args.batch) * args.batch
+    views = 2 * items
+    return {
+        "items": items,
+        "views": views,
+        "cpu_ms_per_item": 1000 * cpu / items,
+        "wall_ms_per_item": 1000 * wall / items,
+        "views_per_core_s": views / cpu,
+        "decode_share": reader.seconds / cpu,
+        "resize_share": resize.seconds / cpu,
+        "device_share": augment_cpu / cpu,
+        # What the data workers alone spend per view, i.e. with the device work on a GPU.
+        "views_per_worker_core_s": views / (cpu - augment_cpu),
+    }
 
 
 def cpu_name() -> str:
@@ -111,10 +185,10 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backends", nargs="+", default=["decord", "pyav", "torchcodec", "auto"])
-    parser.add_argument("--clips", type=int, default=50, help="timed clips per measurement")
+    parser.add_argument("--clips", type=int, default=50, help="timed clips (items) per row")
     parser.add_argument("--num-frames", type=int, default=8, help="T segments")
     parser.add_argument("--num-local-frames", type=int, default=5, help="M local frames")
     parser.add_argument("--height", type=int, default=224)
@@ -122,52 +196,40 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--webm-fps", type=int, default=12, help="SSv2 videos are 12 fps")
     parser.add_argument("--mp4-fps", type=int, default=30, help="Kinetics videos: 25-30 fps")
+    parser.add_argument(
+        "--augment-on",
+        nargs="+",
+        choices=("worker", "device"),
+        default=["worker", "device"],
+        help="where the training items' augmentation runs (data.augment_on); both side by side",
+    )
+    parser.add_argument("--formats", nargs="+", choices=sorted(RECIPES), default=["ssv2", "k400"])
+    parser.add_argument("--batch", type=int, default=8, help="items per device batch")
     parser.add_argument("--skip-train-items", action="store_true", help="decode timings only")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
-    args = parser.parse_args()
-    torch.set_num_threads(1)  # one DataLoader worker
+    return parser.parse_args()
 
+
+def decode_rows(path: Path, source: str, args: argparse.Namespace) -> list[dict]:
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for ext, codec in CONTAINERS.items():
-            fps = args.webm_fps if ext == "webm" else args.mp4_fps
-            path = Path(tmp) / f"source.{ext}"
-            n = make_source(
-                path,
-                codec=codec,
-                height=args.height,
-                width=args.width,
-                seconds=args.seconds,
-                fps=fps,
+    for backend in args.backends:
+        row = {"source": source, "backend": backend, "work": "decode"}
+        try:
+            seconds = time_clips(
+                str(path),
+                backend,
+                clips=args.clips,
+                num_frames=args.num_frames,
+                num_local=args.num_local_frames,
             )
-            source = f"{ext} ({codec}, {args.width}x{args.height}, {fps} fps, {n} frames)"
-            measurements = [(b, "decode") for b in args.backends]
-            if not args.skip_train_items:
-                measurements.append(("auto", "decode+augment"))
-            for backend, what in measurements:
-                row = {"source": source, "backend": backend, "work": what}
-                try:
-                    if what == "decode":
-                        seconds = time_clips(
-                            str(path),
-                            backend,
-                            clips=args.clips,
-                            num_frames=args.num_frames,
-                            num_local=args.num_local_frames,
-                        )
-                    else:
-                        seconds = time_train_items(
-                            str(path),
-                            clips=args.clips,
-                            num_frames=args.num_frames,
-                            num_local=args.num_local_frames,
-                        )
-                    row.update(clips_per_s=1.0 / seconds, ms_per_clip=1000.0 * seconds)
-                except BackendUnavailableError as e:
-                    row.update(unavailable=str(e).split(";")[0])
-                rows.append(row)
+            row.update(clips_per_s=1.0 / seconds, ms_per_clip=1000.0 * seconds)
+        except BackendUnavailableError as e:
+            row.update(unavailable=str(e).split(";")[0])
+        rows.append(row)
+    return rows
 
-    clip = f"{args.num_frames}x{args.num_local_frames}"
+
+def print_tables(rows: list[dict], items: list[dict], clip: str) -> None:
     print(f"clips of T x M = {clip} frames, one worker (1 process, 1 decoding thread)")
     print(f"{'source':<44} {'backend':<11} {'work':<15} {'clips/s':>8} {'ms/clip':>8}")
     for r in rows:
@@ -176,6 +238,48 @@ def main() -> None:
         else:
             values = f"{r['clips_per_s']:>8.1f} {r['ms_per_clip']:>8.1f}"
         print(f"{r['source']:<44} {r['backend']:<11} {r['work']:<15} {values}")
+    if not items:
+        return
+    print("\ntraining items (decode, resize, 2 augmented copies), CPU time of one process:")
+    print(
+        f"{'format':<7} {'augment_on':<10} {'views/core-s':>12} {'ms CPU/item':>11} "
+        f"{'decode':>7} {'resize':>7} {'device':>7} {'views/worker-core-s':>19}"
+    )
+    for r in items:
+        print(
+            f"{r['format']:<7} {r['augment_on']:<10} {r['views_per_core_s']:>12.1f} "
+            f"{r['cpu_ms_per_item']:>11.1f} {r['decode_share']:>7.0%} {r['resize_share']:>7.0%} "
+            f"{r['device_share']:>7.0%} {r['views_per_worker_core_s']:>19.1f}"
+        )
+    rates = {(r["format"], r["augment_on"]): r["views_per_core_s"] for r in items}
+    for fmt in dict.fromkeys(r["format"] for r in items):
+        if (fmt, "worker") in rates and (fmt, "device") in rates:
+            ratio = rates[(fmt, "device")] / rates[(fmt, "worker")]
+            print(f"{fmt}: device / worker views per core = {ratio:.2f}x")
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(1)  # one DataLoader worker
+    keep_freed_memory()  # as `python -m tdsclip.train` on the CPU (trainer.cpu_keep_freed_memory)
+    rows, items, paths = [], [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for ext, codec in CONTAINERS.items():
+            fps = args.webm_fps if ext == "webm" else args.mp4_fps
+            path = Path(tmp) / f"source.{ext}"
+            size = dict(height=args.height, width=args.width, seconds=args.seconds)
+            n = make_source(path, codec=codec, fps=fps, **size)
+            source = f"{ext} ({codec}, {args.width}x{args.height}, {fps} fps, {n} frames)"
+            paths[ext] = (path, source)
+            rows += decode_rows(path, source, args)
+        for fmt in [] if args.skip_train_items else args.formats:
+            path, source = paths[RECIPES[fmt]["container"]]
+            for augment_on in args.augment_on:
+                measured = time_train_items(str(path), RECIPES[fmt], augment_on, args)
+                items.append({"format": fmt, "augment_on": augment_on, **measured})
+                items[-1]["source"] = source
+    clip = f"{args.num_frames}x{args.num_local_frames}"
+    print_tables(rows, items, clip)
     machine = {
         "cpu": cpu_name(),
         "cores": os.cpu_count(),
@@ -185,7 +289,8 @@ def main() -> None:
     }
     print(f"machine: {machine['cpu']}, {machine['cores']} cores")
     if args.json is not None:
-        args.json.write_text(json.dumps({"machine": machine, "clip": clip, "rows": rows}, indent=2))
+        report = {"machine": machine, "clip": clip, "rows": rows, "items": items}
+        args.json.write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

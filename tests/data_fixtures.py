@@ -171,6 +171,7 @@ def data_config(**overrides: object) -> dict[str, object]:
         "rand_augment": None,
         "grayscale_p": 0.0,
         "num_sample": 2,
+        "augment_on": "worker",
         "test_clips": 2,
         "test_crops": 3,
         "backend": "auto",

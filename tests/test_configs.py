@@ -9,6 +9,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
+from tdsclip.data import DataConfig
 from tdsclip.engine.launch import CONFIG_DIR
 from tdsclip.models import build_model
 
@@ -77,6 +78,21 @@ def test_experiment_composes_with_the_paper_recipe(name):
     assert cfg.data.test_clips == clips and cfg.data.test_crops == 3
     assert list(cfg.data.resize) == [256, 320] if ss else cfg.data.resize == 256
     assert cfg.data.format == name.split("_")[0]
+
+
+@pytest.mark.parametrize("augment_on", ["worker", "device"])
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_validates_with_either_augment_on(name, augment_on):
+    cfg = _compose(overrides=[f"experiment={name}", f"data.augment_on={augment_on}"])
+    OmegaConf.resolve(cfg)
+    assert DataConfig.from_mapping(cfg.data).augment_on == augment_on
+
+
+def test_bad_augment_on_names_the_key_and_the_choices():
+    cfg = _compose(overrides=["data.augment_on=gpu"])
+    message = r"data config: augment_on must be one of \('device', 'worker'\), got 'gpu'"
+    with pytest.raises(ValueError, match=message):
+        DataConfig.from_mapping(cfg.data)
 
 
 def test_default_job_config_is_the_tiny_cpu_job():

@@ -45,3 +45,38 @@ def test_benchmark_script_prints_table_and_json(tmp_path):
     assert "clips/s" in result.stdout and result.stdout.rstrip().splitlines()[-1].startswith(
         "machine:"
     )
+
+
+def test_benchmark_times_training_items_with_both_augment_on(tmp_path):
+    out = tmp_path / "items.json"
+    args = ["--clips", "2", "--batch", "2", "--seconds", "0.5", "--height", "64", "--width", "96"]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "scripts/benchmark_data.py",
+            *args,
+            "--backends",
+            "auto",
+            "--augment-on",
+            "worker",
+            "device",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    items = json.loads(out.read_text())["items"]
+    assert [(r["format"], r["augment_on"]) for r in items] == [
+        (f, a) for f in ("ssv2", "k400") for a in ("worker", "device")
+    ]
+    for r in items:
+        assert (
+            r["views"] == 4 and math.isfinite(r["views_per_core_s"]) and r["views_per_core_s"] > 0
+        )
+        assert 0 < r["decode_share"] < 1 and 0 <= r["device_share"] < 1
+        assert (r["device_share"] > 0) == (r["augment_on"] == "device")
+    assert "device / worker views per core" in result.stdout

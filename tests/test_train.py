@@ -138,8 +138,17 @@ def test_default_job_end_to_end(motion_root, tmp_path):
 
 
 # --------------------------------------------------------------------------- resume
-def test_resume_after_preemption_gives_the_same_loss_curve(motion_root, tmp_path):
+# With augment_on=device the views are made in the training process, RandAugment included.
+AUGMENT = {
+    "worker": {},
+    "device": {"data.augment_on": "device", "data.rand_augment": "rand-m7-n4-mstd0.5-inc1"},
+}
+
+
+@pytest.mark.parametrize("augment_on", sorted(AUGMENT))
+def test_resume_after_preemption_gives_the_same_loss_curve(motion_root, tmp_path, augment_on):
     extra = {"trainer.epochs": 4, "trainer.deterministic": True, "logger.tensorboard": False}
+    extra |= AUGMENT[augment_on]
     full = cli("tdsclip.train", tiny_overrides(motion_root, tmp_path / "a", **extra))
     assert full.returncode == 0, full.stderr[-3000:]
     reference = step_losses(tmp_path / "a" / "default" / "run" / "metrics.jsonl")

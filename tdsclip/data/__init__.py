@@ -25,6 +25,7 @@ _EXPORTS = {
     "VideoTrainDataset": "tdsclip.data.datasets",
     "BackendUnavailableError": "tdsclip.data.decoding",
     "VideoReadError": "tdsclip.data.decoding",
+    "DeviceAugment": "tdsclip.data.device_augment",
     "EvalSampler": "tdsclip.data.loader",
     "TrainSampler": "tdsclip.data.loader",
     "build_loader": "tdsclip.data.loader",

@@ -24,9 +24,17 @@ from tdsclip.data.annotations import (
     read_ssv2,
     read_video_list,
 )
-from tdsclip.data.datasets import ClipReader, EvalViews, VideoEvalDataset, VideoTrainDataset
+from tdsclip.data.datasets import (
+    AUGMENT_ON,
+    AugmentOn,
+    ClipReader,
+    EvalViews,
+    VideoEvalDataset,
+    VideoTrainDataset,
+)
 from tdsclip.data.decoding import BACKENDS, read_video_frames
 from tdsclip.data.loader import SPLITS
+from tdsclip.data.rand_augment import parse_policy
 from tdsclip.data.synthetic import make_motion_dataset
 from tdsclip.data.transforms import (
     FLIP_MODES,
@@ -71,6 +79,7 @@ class DataConfig:
     rand_augment: str | None
     grayscale_p: float
     num_sample: int
+    augment_on: AugmentOn
     test_clips: int
     test_crops: int
     backend: str
@@ -115,6 +124,7 @@ class DataConfig:
             rand_augment=_opt_str(cfg["rand_augment"]),
             grayscale_p=float(cfg["grayscale_p"]),
             num_sample=int(cfg["num_sample"]),
+            augment_on=cfg["augment_on"],
             test_clips=int(cfg["test_clips"]),
             test_crops=int(cfg["test_crops"]),
             backend=str(cfg["backend"]),
@@ -138,6 +148,13 @@ class DataConfig:
             fail(f"unknown format {self.format!r}; choose one of {FORMATS}")
         if self.flip not in FLIP_MODES:
             fail(f"unknown flip {self.flip!r}; choose one of {FLIP_MODES}")
+        if self.augment_on not in AUGMENT_ON:
+            fail(f"augment_on must be one of {AUGMENT_ON}, got {self.augment_on!r}")
+        if self.augment_on == "device" and self.rand_augment is not None:
+            try:
+                parse_policy(self.rand_augment)
+            except ValueError as e:
+                fail(f"rand_augment: {e}")
         if self.backend not in BACKENDS:
             fail(f"unknown backend {self.backend!r}; choose one of {BACKENDS}")
         if self.num_local_frames < 1 or self.num_local_frames % 2 == 0:
@@ -307,6 +324,7 @@ def build_dataset(data_cfg: Mapping[str, Any], split: str) -> VideoTrainDataset 
             num_frames=cfg.num_frames,
             num_local_frames=cfg.num_local_frames,
             num_sample=cfg.num_sample,
+            augment_on=cfg.augment_on,
         )
     return VideoEvalDataset(
         annotations.records, annotations.classes, reader=reader, views=_eval_views(cfg, split)

@@ -5,14 +5,17 @@ K crops, V = C*K views, H = W = input size. Items are uint8; `normalize_video` r
 
 Training items are reproducible: everything random about item `index` in `epoch` comes from a
 generator seeded with (seed, epoch, index, attempt), so the clip does not depend on which worker
-or process loads it. A video that cannot be read is replaced by another one chosen from that
-generator and reported in the item's `skipped` list. Evaluation items are never replaced: they
-come back with `valid=False` and the error text, so the metric can exclude them.
+or process loads it. With `augment_on="device"` the item holds the one decoded, resized clip and
+the drawn choices of its S copies instead of the S views; `DeviceAugment` makes the views on
+the training device from exactly the same draws. A video that cannot be read is replaced by
+another one chosen from that generator and reported in the item's `skipped` list. Evaluation
+items are never replaced: they come back with `valid=False` and the error text, so the metric
+can exclude them.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -20,12 +23,16 @@ from torch.utils.data import Dataset
 
 from tdsclip.data.annotations import VideoRecord
 from tdsclip.data.decoding import FrameSampler, VideoReadError, check_backend, read_video_frames
+from tdsclip.data.device_augment import DeviceAugment, encode_params
 from tdsclip.data.frame_folders import read_frame_folder
+from tdsclip.data.rand_augment import parse_policy
 from tdsclip.data.sampling import clip_centres, local_windows, train_centres
 from tdsclip.data.transforms import VideoEvalTransform, VideoTrainTransform
 from tdsclip.errors import RunError
 
 ItemKey = int | tuple[int, int]
+AugmentOn = Literal["device", "worker"]
+AUGMENT_ON: tuple[AugmentOn, ...] = ("device", "worker")
 
 
 class DataLoadError(RunError, RuntimeError):
@@ -90,8 +97,11 @@ class _VideoDataset(Dataset):
 class VideoTrainDataset(_VideoDataset):
     """Training clips: TSN sampling, `num_sample` augmented copies per loaded video.
 
-    Item: {"video": uint8 (S, T, M, 3, H, W), "label": int64 (S,), "index": int (the video
-    actually returned), "skipped": [(path, reason), ...] for every replaced bad sample}.
+    Item (augment_on="worker"): {"video": uint8 (S, T, M, 3, H, W), "label": int64 (S,),
+    "index": int (the video actually returned), "skipped": [(path, reason), ...] for every
+    replaced bad sample}. With augment_on="device", "video" is replaced by "frames": the resized
+    clip uint8 (T, M, 3, H', W'), and "params": its copies' choices (`encode_params`); "label"
+    is already swapped where a copy is flipped. `device_augment` makes the views from them.
     """
 
     def __init__(
@@ -106,10 +116,13 @@ class VideoTrainDataset(_VideoDataset):
         num_sample: int,
         seed: int = 0,
         max_consecutive_failures: int = 10,
+        augment_on: AugmentOn = "worker",
     ) -> None:
         super().__init__(records, classes)
         if num_sample < 1:
             raise ValueError(f"num_sample must be >= 1, got {num_sample}")
+        if augment_on not in AUGMENT_ON:
+            raise ValueError(f"augment_on must be one of {AUGMENT_ON}, got {augment_on!r}")
         self.reader = reader
         self.transform = transform
         self.num_frames = num_frames
@@ -117,6 +130,13 @@ class VideoTrainDataset(_VideoDataset):
         self.num_sample = num_sample
         self.seed = seed
         self.max_consecutive_failures = max_consecutive_failures
+        self.augment_on = augment_on
+        self.device_augment: DeviceAugment | None = None
+        self.policy = None
+        if augment_on == "device":
+            self.device_augment = DeviceAugment(input_size=transform.input_size)
+            ra = transform.rand_augment
+            self.policy = parse_policy(ra.policy) if ra is not None else None
 
     def set_seed(self, seed: int) -> None:
         """The run's seed; build_loader sets it before workers copy the dataset."""
@@ -145,23 +165,34 @@ class VideoTrainDataset(_VideoDataset):
                 current = int(rng.integers(len(self.records)))
                 continue
             base = self.transform.resize(_to_frames_tensor(frames))  # (T*M, 3, H', W')
-            clips, labels = [], []
-            for _ in range(self.num_sample):
-                clip, label = self.transform(base, record.label, rng)  # (T*M, 3, H, W)
-                clips.append(clip.reshape(self.num_frames, self.num_local_frames, *clip.shape[1:]))
-                labels.append(label)
-            return {
-                "video": torch.stack(clips),  # (S, T, M, 3, H, W)
-                "label": torch.tensor(labels, dtype=torch.int64),  # (S,)
-                "index": current,
-                "skipped": skipped,
-            }
+            item = self._views(base, record.label, rng)
+            return {**item, "index": current, "skipped": skipped}
         recent = "; ".join(f"{path} ({reason})" for path, reason in skipped[-3:])
         raise DataLoadError(
             f"{len(skipped)} consecutive samples could not be loaded, starting at index {index} "
             f"(most recent: {recent}). Check the data `root` and the annotation file, or run "
             "`python -m tdsclip.data.verify` on them."
         )
+
+    def _views(self, base: torch.Tensor, label: int, rng: np.random.Generator) -> dict[str, Any]:
+        """The S copies' views (worker) or their drawn choices (device) of one resized clip."""
+        params = [self.transform.sample(*base.shape[-2:], rng) for _ in range(self.num_sample)]
+        labels = torch.tensor([self.transform.label(label, p) for p in params], dtype=torch.int64)
+        t, m = self.num_frames, self.num_local_frames
+        if self.augment_on == "device":
+            return {
+                "frames": base.view(t, m, *base.shape[1:]),  # (T, M, 3, H', W')
+                "params": encode_params(params, self.policy),
+                "label": labels,  # (S,)
+            }
+        # Draw all copies first, then apply: the same generator draws as drawing per copy.
+        clips = [self.transform.apply(base, p) for p in params]  # (T*M, 3, H, W) each
+        return {
+            "video": torch.stack(clips).view(
+                len(clips), t, m, *clips[0].shape[1:]
+            ),  # (S, T, M, 3, H, W)
+            "label": labels,  # (S,)
+        }
 
 
 class EvalViews:

@@ -81,12 +81,22 @@ class EvalSampler(Sampler[int]):
 
 
 def collate_train(items: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "video": torch.stack([it["video"] for it in items]),  # (B, S, T, M, 3, H, W)
+    """Worker-augmented items: `video` (B, S, T, M, 3, H, W). Items for the device
+    (augment_on=device): `frames`, a list of B uint8 (T, M, 3, H', W') clips (sizes may differ,
+    e.g. Kinetics resized by the short side), and `params`, each (B, S, ...)."""
+    batch = {
         "label": torch.stack([it["label"] for it in items]),  # (B, S)
         "index": torch.tensor([it["index"] for it in items], dtype=torch.int64),  # (B,)
         "skipped": [entry for it in items for entry in it["skipped"]],
     }
+    if "frames" in items[0]:
+        batch["frames"] = [it["frames"] for it in items]
+        batch["params"] = {
+            k: torch.stack([it["params"][k] for it in items]) for k in items[0]["params"]
+        }
+    else:
+        batch["video"] = torch.stack([it["video"] for it in items])  # (B, S, T, M, 3, H, W)
+    return batch
 
 
 def collate_eval(items: list[dict[str, Any]]) -> dict[str, Any]:

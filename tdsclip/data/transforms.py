@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import random
 import re
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -149,12 +150,24 @@ class ClipRandAugment:
         return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()  # (N, 3, H, W)
 
 
+@dataclass(frozen=True)
+class ClipParams:
+    """The random choices of one augmented copy of a clip, shared by all its frames."""
+
+    box: tuple[int, int, int, int]  # crop (top, left, height, width) in the resized frames
+    flip: bool
+    rand_augment_seed: int | None  # seeds RandAugment's draws; None without RandAugment
+    grayscale: bool
+
+
 class VideoTrainTransform:
     """Training augmentation of a clip, one random draw shared by all its frames.
 
     resize (bicubic) -> random-sized crop to `input_size` (bilinear, as the reference) ->
     horizontal flip p=0.5 (`swap_lr` also swaps left/right labels) -> RandAugment (optional) ->
-    random grayscale. Call `resize` once per loaded clip and `__call__` once per repeat.
+    random grayscale. Call `resize` once per loaded clip and `__call__` once per repeat;
+    `sample` draws a repeat's choices without applying them (`data.augment_on=device` applies
+    them to the batch on the training device, `tdsclip.data.device_augment`).
     """
 
     def __init__(
@@ -192,24 +205,42 @@ class VideoTrainTransform:
         """uint8 (N, 3, H, W) -> (N, 3, H', W'): the deterministic part, shared by repeats."""
         return resize_frames(frames, self.resize_to)
 
+    def sample(self, height: int, width: int, rng: np.random.Generator) -> ClipParams:
+        """One repeat's choices for resized frames of height x width.
+
+        The draws come in the order the transform has always made them (crop, flip,
+        RandAugment seed, grayscale), so a generator gives the same choices on either path.
+        """
+        box = sample_resized_crop(height, width, self.crop_scale, self.crop_ratio, rng)
+        flip = self.flip != "none" and bool(rng.random() < 0.5)
+        seed = int(rng.integers(2**32)) if self.rand_augment is not None else None
+        grayscale = self.grayscale_p > 0 and bool(rng.random() < self.grayscale_p)
+        return ClipParams(box=box, flip=flip, rand_augment_seed=seed, grayscale=grayscale)
+
+    def label(self, label: int, params: ClipParams) -> int:
+        """The label of the augmented copy: swapped when a `swap_lr` flip mirrored it."""
+        return self.flip_pairs.get(label, label) if params.flip else label
+
+    def apply(self, frames: torch.Tensor, params: ClipParams) -> torch.Tensor:
+        """Resized uint8 (N, 3, H', W') -> (N, 3, S, S) with the choices `params`."""
+        size = [self.input_size, self.input_size]
+        clip = F.resized_crop(
+            frames, *params.box, size, interpolation=InterpolationMode.BILINEAR, antialias=True
+        )  # (N, 3, S, S)
+        if params.flip:
+            clip = F.horizontal_flip(clip)
+        if self.rand_augment is not None and params.rand_augment_seed is not None:
+            clip = self.rand_augment(clip, seed=params.rand_augment_seed)
+        if params.grayscale:
+            clip = F.rgb_to_grayscale(clip, num_output_channels=3)
+        return clip
+
     def __call__(
         self, frames: torch.Tensor, label: int, rng: np.random.Generator
     ) -> tuple[torch.Tensor, int]:
         """Resized uint8 (N, 3, H', W') -> ((N, 3, S, S), label after a possible flip)."""
-        height, width = frames.shape[-2:]
-        top, left, h, w = sample_resized_crop(height, width, self.crop_scale, self.crop_ratio, rng)
-        size = [self.input_size, self.input_size]
-        clip = F.resized_crop(
-            frames, top, left, h, w, size, interpolation=InterpolationMode.BILINEAR, antialias=True
-        )  # (N, 3, S, S)
-        if self.flip != "none" and rng.random() < 0.5:
-            clip = F.horizontal_flip(clip)
-            label = self.flip_pairs.get(label, label)
-        if self.rand_augment is not None:
-            clip = self.rand_augment(clip, seed=int(rng.integers(2**32)))
-        if self.grayscale_p > 0 and rng.random() < self.grayscale_p:
-            clip = F.rgb_to_grayscale(clip, num_output_channels=3)
-        return clip, label
+        params = self.sample(*frames.shape[-2:], rng)
+        return self.apply(frames, params), self.label(label, params)
 
 
 class VideoEvalTransform:

@@ -143,6 +143,8 @@ class Trainer:
         seed_everything(cfg.seed)  # identical model init on every rank
 
         self.train_set, val_set = prepare_datasets(cfg.data, self.dinfo)
+        # data.augment_on=device: the train set's copies are made here, after the H2D copy.
+        self.device_augment = self.train_set.device_augment
         if self.train_set.num_classes != cfg.model.num_classes:
             raise UserError(
                 f"model.num_classes={cfg.model.num_classes} but the data "
@@ -249,7 +251,7 @@ class Trainer:
         from tdsclip.data import normalize_video
 
         self.bad_samples.update(batch["skipped"])
-        video = normalize_video(batch["video"].to(self.device, non_blocking=True))
+        video = normalize_video(self.input_video(batch))
         video = video.flatten(0, 1)  # (B*S, T, M, 3, H, W)
         labels = batch["label"].to(self.device, non_blocking=True).flatten()  # (B*S,)
         model, scaler = self.net.model, self.opt.scaler
@@ -271,6 +273,13 @@ class Trainer:
         with torch.no_grad():
             window.add(loss_value, topk_correct(logits.detach().float(), labels), len(labels))
         return math.isfinite(loss_value)
+
+    def input_video(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The batch's views on the device, uint8 (B, S, T, M, 3, H, W): moved there, or with
+        ``data.augment_on=device`` made there from the decoded clips and drawn parameters."""
+        if self.device_augment is None:
+            return batch["video"].to(self.device, non_blocking=True)
+        return self.device_augment(batch["frames"], batch["params"], self.device)
 
     def optimizer_step(self, nonfinite: bool) -> bool:
         """Step the optimizer and schedule, unless a rank's loss was not finite (then skip,

@@ -16,6 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from tdsclip.data.build import FLIP_MODES, FORMATS
+from tdsclip.data.datasets import AUGMENT_ON
 from tdsclip.data.decoding import BACKENDS
 from tdsclip.engine.precision import PRECISIONS
 from tdsclip.errors import ConfigError
@@ -120,6 +121,7 @@ RULES: dict[str, tuple[Check, str]] = {
     "data.test_clips": _int(1),
     "data.test_crops": _choice(1, 3),
     "data.backend": _choice(*BACKENDS),
+    "data.augment_on": _choice(*AUGMENT_ON),
     "data.batch_size": _int(1),
     "data.workers": _int(0),
     "data.prefetch_factor": _int(1),

@@ -11,6 +11,8 @@ from omegaconf import OmegaConf
 
 from tdsclip.data import DataConfig
 from tdsclip.engine.launch import CONFIG_DIR
+from tdsclip.engine.validation import validate_config
+from tdsclip.errors import ConfigError
 from tdsclip.models import build_model
 
 CONFIGS = Path(CONFIG_DIR)
@@ -90,9 +92,11 @@ def test_experiment_validates_with_either_augment_on(name, augment_on):
 
 def test_bad_augment_on_names_the_key_and_the_choices():
     cfg = _compose(overrides=["data.augment_on=gpu"])
-    message = r"data config: augment_on must be one of \('device', 'worker'\), got 'gpu'"
+    message = r"data: augment_on must be one of \('device', 'worker'\), got 'gpu'"
     with pytest.raises(ValueError, match=message):
         DataConfig.from_mapping(cfg.data)
+    with pytest.raises(ConfigError, match=r"data\.augment_on: got 'gpu'; it must be one of device"):
+        validate_config(cfg)  # what the entry points check first
 
 
 def test_default_job_config_is_the_tiny_cpu_job():

@@ -13,15 +13,18 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from tdsclip.engine import distributed
 from tdsclip.engine.cli import reported_errors
-from tdsclip.engine.evaluation import evaluate
 from tdsclip.engine.launch import CONFIG_DIR, run_hydra
+
+# torch and the engine load inside the task: a refused command line answers at once.
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 @reported_errors("tdsclip.eval")
 def _hydra_main(cfg: DictConfig) -> None:
+    from tdsclip.engine import distributed
+    from tdsclip.engine.evaluation import evaluate
+
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     OmegaConf.set_struct(cfg, True)
     evaluate(cfg, run_dir)

@@ -14,12 +14,15 @@ from omegaconf import DictConfig
 
 from tdsclip.engine.cli import reported_errors
 from tdsclip.engine.launch import CONFIG_DIR, run_hydra
-from tdsclip.engine.prediction import predict
+
+# torch and the engine load inside the task: a refused command line answers at once.
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
 @reported_errors("tdsclip.predict")
 def _hydra_main(cfg: DictConfig) -> None:
+    from tdsclip.engine.prediction import predict
+
     ranked = predict(cfg)
     width = max(len(name) for name, _ in ranked)
     sys.stdout.write(f"{cfg.video}\n")

@@ -13,12 +13,15 @@ from omegaconf import DictConfig, open_dict
 
 from tdsclip.engine.cli import reported_errors
 from tdsclip.engine.launch import CONFIG_DIR, run_hydra
-from tdsclip.models import build_model, format_parameter_table
+
+# torch and the engine load inside the task: a refused command line answers at once.
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="summary")
 @reported_errors("tdsclip.summary")
 def _hydra_main(cfg: DictConfig) -> None:
+    from tdsclip.models import build_model, format_parameter_table
+
     with open_dict(cfg):
         cfg.model.backbone.pretrained = None  # counts only: no weights needed
     model = build_model(cfg.model)

@@ -17,23 +17,26 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from tdsclip.engine import distributed
 from tdsclip.engine.cli import raise_worker_error, reported_errors, worker_error
-from tdsclip.engine.launch import CONFIG_DIR, run_hydra, setup_worker_logging
-from tdsclip.engine.trainer import Trainer
-from tdsclip.engine.validation import validate_config
+from tdsclip.engine.launch import CONFIG_DIR, launched_by_torchrun, run_hydra
 from tdsclip.errors import TdsclipError
+
+# torch and the engine load inside the functions: a refused command line answers at once.
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Train (and validate) as ``cfg`` says in this process; returns the final metrics."""
+    from tdsclip.engine.trainer import Trainer
+
     return Trainer(cfg, run_dir).fit()
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Train in this process, or start ``trainer.nproc`` local workers when not under torchrun."""
+    from tdsclip.engine import distributed
+
     nproc = int(cfg.trainer.nproc)
-    if nproc > 1 and not distributed.launched_by_torchrun():
+    if nproc > 1 and not launched_by_torchrun():
         container = OmegaConf.to_container(cfg, resolve=True)
         results = distributed.launch_local(nproc, _worker, container, str(run_dir))
         return raise_worker_error(results[0])
@@ -42,6 +45,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
 def _worker(cfg_container: dict[str, Any], run_dir: str) -> dict[str, Any]:
     """Entry point of a self-launched worker process (tdsclip errors come back as values)."""
+    from tdsclip.engine import distributed
+    from tdsclip.engine.launch import setup_worker_logging
+
     rank = distributed.env_info().rank
     setup_worker_logging(rank, Path(run_dir) / "train.log")
     cfg = OmegaConf.create(cfg_container)
@@ -66,6 +72,9 @@ def final_line(result: dict[str, Any], run_dir: Path) -> str:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 @reported_errors("tdsclip.train")
 def _hydra_main(cfg: DictConfig) -> float | None:
+    from tdsclip.engine import distributed
+    from tdsclip.engine.validation import validate_config
+
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     OmegaConf.set_struct(cfg, True)
     validate_config(cfg)

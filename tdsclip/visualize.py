@@ -14,12 +14,15 @@ from omegaconf import DictConfig
 
 from tdsclip.engine.cli import reported_errors
 from tdsclip.engine.launch import CONFIG_DIR, run_hydra
-from tdsclip.engine.visualization import visualize
+
+# torch and the engine load inside the task: a refused command line answers at once.
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="visualize")
 @reported_errors("tdsclip.visualize")
 def _hydra_main(cfg: DictConfig) -> None:
+    from tdsclip.engine.visualization import visualize
+
     out = visualize(cfg)
     sys.stdout.write(f"{out}\n")
 

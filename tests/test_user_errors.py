@@ -52,11 +52,7 @@ def trained(motion_root, tmp_path_factory) -> Path:  # noqa: F811
     ("override", "needle"),
     [
         ("model.side.dim=0", "model.side.dim: got 0; it must be an integer >= 1"),
-        ("data.batch_size=-1", "data.batch_size: got -1"),
-        ("optim.label_smoothing=1.5", "optim.label_smoothing"),
-        ("data.flip=mirror", "data.flip: got 'mirror'; it must be one of none, plain"),
-        ("model.side.heads=3", "is not divisible by model.side.heads=3"),
-        ("trainer.precision=bf17", "trainer.precision: got 'bf17'"),
+        ("data.batch_size=-1", "data.batch_size: got -1; it must be an integer >= 1"),
     ],
 )
 def test_bad_config_values_name_the_key(motion_root, tmp_path, override, needle):  # noqa: F811
@@ -68,15 +64,50 @@ def test_bad_config_values_name_the_key(motion_root, tmp_path, override, needle)
 @pytest.mark.parametrize(
     ("override", "needle"),
     [
-        ("trainer.epoch=3", "did you mean trainer.epochs?"),
-        ("experiment=ssv2_b16", "did you mean experiment=ssv2_b16_8f?"),
-        ("model.sid.dim=3", "did you mean model.side.dim?"),
+        ("optim.label_smoothing=1.5", r"optim\.label_smoothing: got 1\.5; it must be a number in"),
+        ("data.flip=mirror", r"data\.flip: got 'mirror'; it must be one of none, plain"),
+        ("model.side.heads=3", r"is not divisible by model\.side\.heads=3"),
+        ("trainer.precision=bf17", r"trainer\.precision: got 'bf17'"),
+        ("optim.betas=[0.9,1.5]", r"optim\.betas: .* two numbers in \[0, 1\)"),
+        ("data.rand_augment=randaug-m9", r"data\.rand_augment: 'randaug-m9' is not"),
+        ("model.side.td_reduction=100", r"model\.side\.td_reduction: 100 leaves no channel"),
     ],
 )
-def test_unknown_keys_and_configs_suggest_the_near_one(tmp_path, override, needle):
-    run = cli("tdsclip.train", [override, f"paths.output_dir={tmp_path}"], timeout=120)
-    assert_user_error(run, needle)
+def test_every_value_is_checked_before_anything_is_built(override, needle):
+    from test_train import compose_train
+
+    from tdsclip.engine.validation import validate_config
+
+    validate_config(compose_train([]))  # the default job is valid
+    with pytest.raises(ConfigError, match=needle):
+        validate_config(compose_train([override]))
+
+
+def test_unknown_key_suggests_the_near_one(tmp_path):
+    run = cli("tdsclip.train", ["trainer.epoch=3", f"paths.output_dir={tmp_path}"], timeout=120)
+    assert_user_error(run, "trainer.epoch: no such config key", "did you mean trainer.epochs?")
     assert not any(tmp_path.iterdir())  # refused before Hydra made a run directory
+
+
+@pytest.mark.parametrize(
+    ("config", "args", "needle"),
+    [
+        ("train", ["experiment=ssv2_b16"], "did you mean experiment=ssv2_b16_8f?"),
+        ("train", ["model.sid.dim=3"], "did you mean model.side.dim?"),
+        ("train", ["-m", "trainer.epohcs=1,2"], "did you mean trainer.epochs?"),
+        ("train", ["data=videos"], "data.num_classes: is required"),
+        ("eval", ["split=test"], "checkpoint: is required"),
+    ],
+)
+def test_the_command_line_is_checked_before_hydra_runs(config, args, needle):
+    from tdsclip.engine.cli import check_command_line
+    from tdsclip.engine.launch import CONFIG_DIR
+
+    fine = {"train": ["trainer.epochs=2"], "eval": ["checkpoint=best.pt", "split=test"]}
+    check_command_line(CONFIG_DIR, config, fine[config])
+    with pytest.raises(UserError) as info:
+        check_command_line(CONFIG_DIR, config, args)
+    assert needle in f"{info.value.message}\n{info.value.hint}"
 
 
 def test_verbose_shows_the_traceback(tmp_path):

@@ -241,8 +241,13 @@ def _require_files(cfg: DataConfig, split: str) -> None:
             raise MissingFileError(
                 f"data.{key}: {os.path.normpath(path)} not found (the {cfg.format} dataset's "
                 f"{'folder' if key == 'root' else 'file'})",
-                hint="set data.root (the list and label files are looked for beside that "
-                f"folder) or data.{key}; layout: docs/datasets.md#{anchor}",
+                hint=(
+                    "set data.root to the folder of the videos (or frame folders)"
+                    if key == "root"
+                    else "set data.root (the list and label files are looked "
+                    f"for beside that folder) or data.{key}"
+                )
+                + f"; layout: docs/datasets.md#{anchor}",
             )
 
 

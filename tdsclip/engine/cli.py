@@ -160,8 +160,10 @@ def check_command_line(config_dir: str, config_name: str, argv: list[str]) -> No
     cfg = _compose(config_dir, config_name, search + groups)
     for key in keys:
         _check_key(cfg, key, config_dir)
+    cfg = _compose(config_dir, config_name, search + groups + fixed)
+    _check_required(cfg, set(keys), config_name)
     if config_name == "train":
-        _check_run_dir(_compose(config_dir, config_name, search + groups + fixed), multirun)
+        _check_run_dir(cfg, multirun)
 
 
 def _split_argv(argv: list[str], config_name: str) -> tuple[list[str], str, bool]:
@@ -216,6 +218,13 @@ def _all_keys(node: Any, prefix: str = "") -> list[str]:
     return keys
 
 
+def _unset(node: Any, prefix: str = "") -> list[str]:
+    """The dotted keys whose value is OmegaConf's "required" marker ``???``."""
+    if isinstance(node, dict):
+        return [k for key, v in node.items() for k in _unset(v, f"{prefix}{key}.")]
+    return [prefix[:-1]] if node == "???" else []
+
+
 def _check_key(cfg: DictConfig, key: str, config_dir: str) -> None:
     container = OmegaConf.to_container(cfg, resolve=False)
     container.pop("hydra", None)  # type: ignore[union-attr]
@@ -230,6 +239,19 @@ def _check_key(cfg: DictConfig, key: str, config_dir: str) -> None:
         "no such config key",
         hint=hint + "`python -m tdsclip.train --cfg job` prints every key and its value",
     )
+
+
+def _check_required(cfg: DictConfig, given: set[str], config_name: str) -> None:
+    """Values the config leaves to the user (``???``) that the command line does not set."""
+    container = OmegaConf.to_container(cfg, resolve=False)
+    container.pop("hydra", None)  # type: ignore[union-attr]
+    missing = [k for k in _unset(container) if k not in given]
+    if missing:
+        raise ConfigError(
+            missing[0],
+            "is required",
+            hint=f"python -m tdsclip.{config_name} {' '.join(f'{k}=...' for k in missing)}",
+        )
 
 
 def _check_run_dir(cfg: DictConfig, multirun: bool) -> None:

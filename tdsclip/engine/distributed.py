@@ -17,6 +17,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from tdsclip.engine.launch import launched_by_torchrun, local_run_stamp
+
 log = logging.getLogger(__name__)
 
 
@@ -34,10 +36,6 @@ class DistInfo:
     @property
     def enabled(self) -> bool:
         return self.world_size > 1
-
-
-def launched_by_torchrun() -> bool:
-    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
 def env_info() -> DistInfo:
@@ -116,11 +114,7 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 
 def shared_run_stamp() -> str:
     """A timestamp chosen by rank 0 and shared with every rank (same run directory)."""
-    stamp = os.environ.get("TDSCLIP_RUN_STAMP")
-    if stamp:
-        return stamp
-    stamp = _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    return broadcast_object(stamp)
+    return broadcast_object(local_run_stamp())
 
 
 def launch_local(nproc: int, entrypoint: Callable[..., Any], *args: Any) -> dict[int, Any]:

@@ -5,16 +5,16 @@ revision of the code that runs."""
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-
-from tdsclip.engine import distributed
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 
@@ -27,9 +27,24 @@ def check_config_dir() -> None:
         )
 
 
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def local_run_stamp() -> str:
+    """``$TDSCLIP_RUN_STAMP``, else the time now: the default name of a run directory."""
+    return os.environ.get("TDSCLIP_RUN_STAMP") or datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+
+
 def register_resolvers() -> None:
-    """``${run_stamp:}``: one timestamp for every rank of a run (rank 0 chooses it)."""
-    stamp = distributed.shared_run_stamp()
+    """``${run_stamp:}``: one timestamp for every rank of a run (under torchrun rank 0 picks
+    it). torch is imported only there: a command line refused before the run answers fast."""
+    if launched_by_torchrun():
+        from tdsclip.engine import distributed
+
+        stamp = distributed.shared_run_stamp()
+    else:
+        stamp = local_run_stamp()
     OmegaConf.register_new_resolver("run_stamp", lambda: stamp, replace=True)
 
 
@@ -62,7 +77,11 @@ def run_hydra(
 
     take_verbose_flag(sys.argv)
     check_config_dir()
-    rank = distributed.init_process_group().rank if join_process_group else 0
+    rank = 0
+    if join_process_group and launched_by_torchrun():
+        from tdsclip.engine import distributed
+
+        rank = distributed.init_process_group().rank
     register_resolvers()
     with exit_on_error(program):
         check_command_line(CONFIG_DIR, config_name, sys.argv[1:])

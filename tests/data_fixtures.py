@@ -13,7 +13,7 @@ import av
 import numpy as np
 from PIL import Image
 
-from tdsclip.data.synthetic import write_video
+from tdsclip.data.synthetic import make_motion_dataset, write_video
 
 NUM_ID_BITS = 8  # frames carry their index as 8 black/white blocks in the top row
 
@@ -186,6 +186,33 @@ def data_config(**overrides: object) -> dict[str, object]:
     }
     cfg.update(overrides)
     return cfg
+
+
+def files_config(data_format: str, files: dict[str, Path], **overrides: object) -> dict:
+    """data_config for the files a write_* helper wrote: its root and whichever lists it has."""
+    keys = {"root": "root", "train": "train_ann", "val": "val_ann", "test": "test_ann"}
+    paths = {
+        key: str(files[name]) for name, key in {**keys, "labels": "labels"}.items() if name in files
+    }
+    return data_config(**{"format": data_format, **paths, **overrides})
+
+
+MOTION = dict(num_classes=6, num_train_per_class=2, num_val_per_class=1, num_frames=12, size=64)
+
+
+def write_motion(root: Path) -> Path:
+    """The built-in motion dataset, tiny: 6 classes, 2 train and 1 val video each, 64x64 H.264."""
+    params = {k: v for k, v in MOTION.items() if k != "num_classes"}
+    return make_motion_dataset(root / "motion", **params, seed=0)
+
+
+def motion_config(root: Path, **overrides: object) -> dict[str, object]:
+    """data_config for the videos write_motion wrote, with Something-Something's label-swap flip."""
+    synthetic = {**MOTION, "seed": 0, "codec": "h264"}
+    cfg: dict[str, object] = dict(
+        format="synthetic", root=str(root), train_ann=None, val_ann=None, num_classes=6
+    )
+    return data_config(**{**cfg, "flip": "swap_lr", "synthetic": synthetic, **overrides})
 
 
 def encode_video(

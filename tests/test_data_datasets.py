@@ -10,11 +10,14 @@ import pytest
 import torch
 from data_fixtures import (
     data_config,
+    files_config,
     frame_id,
+    motion_config,
     write_corrupt_files,
     write_frame_folder,
     write_indexed_video,
     write_k400,
+    write_motion,
     write_ssv1,
     write_ssv2,
 )
@@ -30,7 +33,6 @@ from tdsclip.data import (
     read_video_views,
 )
 from tdsclip.data.decoding import read_video_frames
-from tdsclip.data.synthetic import make_motion_dataset
 
 T, M, SIZE = 4, 3, 32
 
@@ -48,44 +50,14 @@ def check_eval_item(item, views):
 
 @pytest.fixture(scope="module")
 def motion_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("motion") / "motion"
-    return make_motion_dataset(
-        root, num_train_per_class=2, num_val_per_class=1, num_frames=12, size=64, seed=0
-    )
-
-
-def motion_config(root, **overrides):
-    synthetic = dict(
-        num_classes=6,
-        num_train_per_class=2,
-        num_val_per_class=1,
-        num_frames=12,
-        size=64,
-        seed=0,
-        codec="h264",
-    )
-    cfg = dict(
-        format="synthetic",
-        root=str(root),
-        train_ann=None,
-        val_ann=None,
-        num_classes=6,
-        flip="swap_lr",
-        synthetic=synthetic,
-    )
-    cfg.update(overrides)
-    return data_config(**cfg)
+    return write_motion(tmp_path_factory.mktemp("motion"))
 
 
 def test_ssv2_webm_dataset(tmp_path):
     files = write_ssv2(tmp_path)
-    cfg = data_config(
-        format="ssv2",
-        root=str(files["root"]),
-        train_ann=str(files["train"]),
-        val_ann=str(files["val"]),
-        test_ann=str(files["test"]),
-        labels=str(files["labels"]),
+    cfg = files_config(
+        "ssv2",
+        files,
         num_classes=5,
         flip="swap_lr",
         rand_augment="rand-m7-n4-mstd0.5-inc1",
@@ -103,12 +75,9 @@ def test_ssv2_webm_dataset(tmp_path):
 
 def test_ssv1_frame_folders(tmp_path):
     files = write_ssv1(tmp_path)
-    cfg = data_config(
-        format="ssv1",
-        root=str(files["root"]),
-        train_ann=str(files["train"]),
-        val_ann=str(files["val"]),
-        labels=str(files["labels"]),
+    cfg = files_config(
+        "ssv1",
+        files,
         num_classes=4,
         flip="swap_lr",
     )
@@ -122,11 +91,9 @@ def test_ssv1_frame_folders(tmp_path):
 
 def test_kinetics_nested_portrait_and_missing(tmp_path):
     files = write_k400(tmp_path)
-    cfg = data_config(
-        format="k400",
-        root=str(files["root"]),
-        train_ann=str(files["train"]),
-        val_ann=str(files["val"]),
+    cfg = files_config(
+        "k400",
+        files,
         num_classes=3,
         resize=40,
         grayscale_p=0.2,

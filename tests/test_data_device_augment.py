@@ -7,7 +7,14 @@ import math
 import numpy as np
 import pytest
 import torch
-from data_fixtures import data_config, write_k400, write_ssv2
+from data_fixtures import (
+    data_config,
+    files_config,
+    motion_config,
+    write_k400,
+    write_motion,
+    write_ssv2,
+)
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
@@ -15,7 +22,6 @@ from tdsclip.data import DataConfig, build_dataset, build_loader
 from tdsclip.data.device_augment import DeviceAugment, encode_params
 from tdsclip.data.loader import collate_train
 from tdsclip.data.rand_augment import parse_policy
-from tdsclip.data.synthetic import make_motion_dataset
 from tdsclip.data.transforms import (
     ClipParams,
     ClipRandAugment,
@@ -29,17 +35,7 @@ CPU = torch.device("cpu")
 
 
 def ssv2_config(files, **overrides):
-    cfg = dict(
-        format="ssv2",
-        root=str(files["root"]),
-        train_ann=str(files["train"]),
-        val_ann=str(files["val"]),
-        test_ann=str(files["test"]),
-        labels=str(files["labels"]),
-        num_classes=5,
-        **SS_RECIPE,
-    )
-    return data_config(**{**cfg, **overrides})
+    return files_config("ssv2", files, num_classes=5, **{**SS_RECIPE, **overrides})
 
 
 def device_views(dataset, keys):
@@ -66,11 +62,9 @@ def test_device_views_equal_worker_views_bit_for_bit(tmp_path):
 def test_kinetics_clips_of_different_sizes_batch_together(tmp_path):
     """Short-side resize keeps the aspect ratio: the device batch is a list of clip sizes."""
     files = write_k400(tmp_path)
-    cfg = data_config(
-        format="k400",
-        root=str(files["root"]),
-        train_ann=str(files["train"]),
-        val_ann=str(files["val"]),
+    cfg = files_config(
+        "k400",
+        files,
         num_classes=3,
         resize=40,
         grayscale_p=0.5,
@@ -156,37 +150,15 @@ def test_every_frame_of_a_view_gets_the_same_change():
 
 @pytest.fixture(scope="module")
 def motion_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("motion") / "motion"
-    return make_motion_dataset(
-        root, num_train_per_class=2, num_val_per_class=1, num_frames=12, size=64, seed=0
-    )
+    return write_motion(tmp_path_factory.mktemp("motion"))
 
 
-def motion_config(root, **overrides):
-    synthetic = dict(
-        num_classes=6,
-        num_train_per_class=2,
-        num_val_per_class=1,
-        num_frames=12,
-        size=64,
-        seed=0,
-        codec="h264",
-    )
-    cfg = dict(
-        format="synthetic",
-        root=str(root),
-        train_ann=None,
-        val_ann=None,
-        num_classes=6,
-        synthetic=synthetic,
-        augment_on="device",
-        **SS_RECIPE,
-    )
-    return data_config(**{**cfg, **overrides})
+def device_motion_config(root, **overrides):
+    return motion_config(root, augment_on="device", **{**SS_RECIPE, **overrides})
 
 
 def test_device_views_independent_of_num_workers(motion_root):
-    train = build_dataset(motion_config(motion_root), "train")
+    train = build_dataset(device_motion_config(motion_root), "train")
     runs = {}
     for workers in (0, 2):
         loader = build_loader(

@@ -5,6 +5,8 @@ PyAV decode is the reference, and every backend must return exactly the frames a
 clip asks for (unsorted, repeated, after seeks across keyframes).
 """
 
+import subprocess
+import sys
 from pathlib import Path
 
 import av
@@ -219,3 +221,41 @@ def test_frame_folder_gap_and_missing_folder(tmp_path):
     with pytest.raises(VideoReadError) as err:
         read_frame_folder(str(tmp_path / "none"), lambda n: np.arange(n), image_tmpl="{:05d}.jpg")
     assert err.value.kind == "missing"
+
+
+# Counts the process's threads while PyAV's colour conversion is alive, after a warm-up decode.
+THREADS_SCRIPT = """
+import os, sys
+import numpy as np
+from tdsclip.data import backends
+from tdsclip.data.decoding import read_video_frames
+
+def threads():
+    return len(os.listdir("/proc/self/task"))
+
+seen = []
+convert = backends._FfmpegRgb.__call__
+def counting(self, frame):
+    rgb = convert(self, frame)
+    seen.append(threads())
+    return rgb
+backends._FfmpegRgb.__call__ = counting
+read_video_frames(sys.argv[1], lambda n: np.arange(n), backend="pyav")  # warm-up
+before, seen[:] = threads(), []
+read_video_frames(sys.argv[1], lambda n: np.arange(n), backend="pyav")
+print(before, max(seen))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in Linux's /proc")
+def test_pyav_decoding_starts_no_threads_of_its_own(videos):
+    """A data worker decodes on its one thread: FFmpeg's default pools (a thread per CPU in the
+    colour conversion's filter graph) would put every worker on every core."""
+    run = subprocess.run(
+        [sys.executable, "-c", THREADS_SCRIPT, str(videos["webm"])],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    before, during = map(int, run.stdout.split())
+    assert during == before, run.stdout

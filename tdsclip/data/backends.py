@@ -155,6 +155,10 @@ class _FfmpegRgb:
 
     def _build(self, frame: av.VideoFrame) -> av.filter.Graph:
         graph = av.filter.Graph()
+        if hasattr(graph, "threads"):  # PyAV versions that expose it
+            # FFmpeg's default is a thread pool of one thread per CPU in every data worker; the
+            # workers are the parallelism (swscale's slices give the same pixels either way).
+            graph.threads = 1
         source = graph.add_buffer(
             width=frame.width, height=frame.height, format=frame.format, time_base=_TIME_BASE
         )

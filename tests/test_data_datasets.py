@@ -75,12 +75,7 @@ def test_ssv2_webm_dataset(tmp_path):
 
 def test_ssv1_frame_folders(tmp_path):
     files = write_ssv1(tmp_path)
-    cfg = files_config(
-        "ssv1",
-        files,
-        num_classes=4,
-        flip="swap_lr",
-    )
+    cfg = files_config("ssv1", files, num_classes=4, flip="swap_lr")
     train = build_dataset(cfg, "train")
     for i in range(3):  # 10, 3 and 7 frames
         item = train[i]
@@ -91,14 +86,7 @@ def test_ssv1_frame_folders(tmp_path):
 
 def test_kinetics_nested_portrait_and_missing(tmp_path):
     files = write_k400(tmp_path)
-    cfg = files_config(
-        "k400",
-        files,
-        num_classes=3,
-        resize=40,
-        grayscale_p=0.2,
-        test_clips=4,
-    )
+    cfg = files_config("k400", files, num_classes=3, resize=40, grayscale_p=0.2, test_clips=4)
     train = build_dataset(cfg, "train")
     check_train_item(train[0])  # the portrait clip: short side 40 -> 60 x 40, crops of 32
     item = train[2]  # its file is not under root

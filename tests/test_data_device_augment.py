@@ -62,13 +62,7 @@ def test_device_views_equal_worker_views_bit_for_bit(tmp_path):
 def test_kinetics_clips_of_different_sizes_batch_together(tmp_path):
     """Short-side resize keeps the aspect ratio: the device batch is a list of clip sizes."""
     files = write_k400(tmp_path)
-    cfg = files_config(
-        "k400",
-        files,
-        num_classes=3,
-        resize=40,
-        grayscale_p=0.5,
-    )
+    cfg = files_config("k400", files, num_classes=3, resize=40, grayscale_p=0.5)
     worker = build_dataset(cfg, "train")
     device = build_dataset({**cfg, "augment_on": "device"}, "train")
     keys = [(0, 0), (1, 0), (0, 1), (1, 1)]  # the landscape and the portrait clip

@@ -195,7 +195,7 @@ def test_a_text_file_named_mp4_given_to_predict(trained, tmp_path):
     assert "video_reader.cc" not in run.stderr and "moov atom" not in run.stderr
 
 
-def test_predict_refuses_a_label_list_that_does_not_fit_the_model(motion_root, tmp_path):  # noqa: F811
+def test_predict_and_eval_refuse_a_label_list_that_does_not_fit_the_model(motion_root, tmp_path):  # noqa: F811
     from test_train import compose_train
 
     from tdsclip.engine.checkpoint import save_model_file
@@ -210,6 +210,11 @@ def test_predict_refuses_a_label_list_that_does_not_fit_the_model(motion_root, t
     run = cli("tdsclip.predict", args, timeout=120)
     assert_user_error(run, "the model predicts 7 classes but the data config's label file "
                       "names 6")  # fmt: skip
+    out = tmp_path / "eval"
+    args = [f"checkpoint={tmp_path / 'm.pt'}", "split=val", *data, f"paths.output_dir={out}"]
+    run = cli("tdsclip.eval", args, timeout=120)
+    assert_user_error(run, "predicts 7 classes, the val data has 6", "trained on")
+    assert no_run_dirs(out)
 
 
 def test_convert_says_what_it_expected_and_what_it_found(tmp_path):

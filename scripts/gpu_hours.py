@@ -16,10 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tdsclip.engine.launch import compose_config
 from tdsclip.report.paper import load_paper
 
 # Videos per split of the official releases (SSv1: the 20BN CSV files; SSv2: the 20BN JSON
@@ -29,9 +31,22 @@ DATASETS = {
     "ssv2": (168_913, 24_777),
     "k400": (240_000, 20_000),
 }
-EPOCHS = {"ssv1": 40, "ssv2": 30, "k400": 30}  # SPEC section 9 / configs/experiment
-NUM_SAMPLE = 2  # repeated augmentation: each video is two clips per epoch
-VIEWS = {"ssv1": 6, "ssv2": 6, "k400": 12}  # test: 3 crops x 2 clips (SS), x 4 clips (K400)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a run's config says about its cost: epochs, clips per video per epoch (repeated
+    augmentation) and views per video of the multi-view test."""
+
+    epochs: int
+    num_sample: int
+    views: int
+
+
+def recipe(overrides: list[str]) -> Recipe:
+    cfg = compose_config(overrides)
+    views = cfg.data.test_clips * cfg.data.test_crops
+    return Recipe(int(cfg.trainer.epochs), int(cfg.data.num_sample), int(views))
 
 
 def rates(report: dict) -> tuple[float, float, float]:
@@ -43,11 +58,12 @@ def rates(report: dict) -> tuple[float, float, float]:
     return graph, eager, infer["clips_per_s"]
 
 
-def hours(dataset: str, scale: float, measured: tuple[float, float, float], test: bool):
+def hours(dataset: str, run: Recipe, scale: float, measured: tuple[float, float, float],
+          test: bool):  # fmt: skip
     train, val = DATASETS[dataset]
     graph, eager, infer = (r / scale for r in measured)
-    train_clips = train * NUM_SAMPLE * EPOCHS[dataset]
-    eval_clips = val * EPOCHS[dataset] + (val * VIEWS[dataset] if test else 0)
+    train_clips = train * run.num_sample * run.epochs
+    eval_clips = val * run.epochs + (val * run.views if test else 0)
     return (train_clips / graph + eval_clips / infer) / 3600, (
         train_clips / eager + eval_clips / infer
     ) / 3600
@@ -69,16 +85,17 @@ def main() -> None:
             continue
         scale = e.tflops / base
         dataset = e.experiment.split("_")[0]
-        one, eight = hours(dataset, scale, measured, test=True)
+        run = recipe(e.command())
+        one, eight = hours(dataset, run, scale, measured, test=True)
         mark = "" if scale == 1 else "~"
         train, val = DATASETS[dataset]
-        print(f"| `{e.experiment}` (Tab. {e.table}) | {EPOCHS[dataset]} | {train:,} / {val:,} "
+        print(f"| `{e.experiment}` (Tab. {e.table}) | {run.epochs} | {train:,} / {val:,} "
               f"| {mark}{one:.1f} | {mark}{eight:.1f} |")  # fmt: skip
     tables = {}
     for e in entries:
         if e.table not in ("1", "2"):
             tables.setdefault((e.table, e.preset), []).append(e)
-    one, eight = hours("ssv1", 1.0, measured, test=False)
+    one, eight = hours("ssv1", recipe(["experiment=ssv1_b16_8f"]), 1.0, measured, test=False)
     print(f"\none ablation cell (ssv1_b16_8f recipe, no test): {one:.1f} GPU-h with CUDA graphs,"
           f" {eight:.1f} eager")  # fmt: skip
     for (table, preset), cells in tables.items():

@@ -6,6 +6,8 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -145,6 +147,20 @@ def test_readme_lists_the_paper_numbers_of_paper_yaml():
         assert block.removeprefix("**Table ").strip() in readme, block[:60]
     for preset in PRESETS:
         assert f"python -m tdsclip.train -m ablation={preset}" in readme
+
+
+def test_readme_gpu_hours_are_what_the_script_prints():
+    """The README's GPU-hours table is scripts/gpu_hours.py's output for the committed H200
+    report, with epochs, clips and test views read from each experiment's config."""
+    script = ROOT / "scripts" / "gpu_hours.py"
+    report = ROOT / "docs" / "benchmarks" / "ssv2_b16_8f_h200.json"
+    run = subprocess.run([sys.executable, str(script), str(report)], capture_output=True,
+                         text=True, check=True, cwd=ROOT)  # fmt: skip
+    rows = [line for line in run.stdout.splitlines() if line.startswith("| `")]
+    assert len(rows) == 9
+    readme = (ROOT / "README.md").read_text()
+    for row in rows:
+        assert row in readme, row
 
 
 @pytest.mark.parametrize(

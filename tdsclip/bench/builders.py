@@ -17,18 +17,12 @@ from typing import Any
 
 import torch
 
-from tdsclip.engine.launch import CONFIG_DIR
+from tdsclip.engine.launch import compose_config
 
 
 def compose(experiment: str | None, overrides: list[str]) -> Any:
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from omegaconf import OmegaConf
-
-    OmegaConf.register_new_resolver("run_stamp", lambda: "benchmark", replace=True)
     extra = [f"experiment={experiment}"] if experiment else []  # "": the default job
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = hydra_compose("train", overrides=[*extra, *overrides])
+    cfg = compose_config([*extra, *overrides])
     cfg.model.backbone.pretrained = None  # random weights: the cost does not depend on them
     return cfg
 

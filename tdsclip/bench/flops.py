@@ -2,8 +2,8 @@
 
 ``count_gmac`` counts with ``FlopCounterMode``: the matrix products and convolutions of a call,
 with the CPU attention kernels added (the counter knows only the CUDA ones). ``count_flops``
-applies it to our model's forward on one view, what the paper's "TFLOPs" (``PAPER_TFLOPS``)
-and fvcore count: one multiply-add counted once.
+applies it to our model's forward on one view, what the paper's "TFLOPs" (``paper_tflops``,
+from ``tdsclip/paper.yaml``) and fvcore count: one multiply-add counted once.
 """
 
 from __future__ import annotations
@@ -14,14 +14,6 @@ from typing import Any
 import torch
 from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
-
-# The paper's per-view cost (Tab. 1 / 2, "TFLOPs", one multiply-add counted once).
-PAPER_TFLOPS = {
-    ("ViT-B-16", 8): 0.2,
-    ("ViT-B-16", 16): 0.4,
-    ("ViT-B-16", 32): 0.7,
-    ("ViT-L-14", 8): 0.8,
-}
 
 
 def _cpu_attention_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
@@ -61,12 +53,28 @@ def count_gmac(fn: Callable[[], Any]) -> float:
     return counter.get_total_flops() / 2e9  # the counter counts a multiply-add as 2
 
 
-def count_flops(cfg: Any) -> float:
-    """Multiply-adds of one view's forward (what the paper and fvcore call FLOPs), in T."""
+def count_flops(model: torch.nn.Module, cfg: Any) -> float:
+    """Multiply-adds of one view's forward of ``model`` (built from ``cfg``), in T: what the
+    paper and fvcore call FLOPs."""
     # Imported here: count_gmac (and the breakdown built on it) needs no configs or models.
-    from tdsclip.bench.builders import build_ours, video_shape
+    from tdsclip.bench.builders import video_shape
 
-    model = build_ours(cfg).eval()
     shape = video_shape(cfg, 1)
+    model.eval()
     with torch.no_grad():
         return count_gmac(lambda: model(torch.zeros(shape))) / 1e3
+
+
+def paper_tflops(backbone: str, num_frames: int) -> float | None:
+    """The paper's TFLOPs per view (Tables 1-2 in ``tdsclip/paper.yaml``) of the experiment
+    with this tower and frame count; None where the paper gives none."""
+    from tdsclip.engine.launch import compose_config
+    from tdsclip.report.paper import load_paper
+
+    for entry in load_paper():
+        if entry.tflops is None or entry.overrides:
+            continue
+        cfg = compose_config(entry.command())
+        if (cfg.model.backbone.name, cfg.data.num_frames) == (backbone, num_frames):
+            return entry.tflops
+    return None

@@ -19,7 +19,7 @@ import torch
 
 from tdsclip.bench.builders import build_ours, compose
 from tdsclip.bench.child import MMAP_ENV, run_child
-from tdsclip.bench.flops import PAPER_TFLOPS, count_flops
+from tdsclip.bench.flops import count_flops, paper_tflops
 from tdsclip.bench.report import breakdown_row, machine_info
 from tdsclip.engine.context import resolve_device
 from tdsclip.engine.precision import resolve_precision
@@ -44,9 +44,10 @@ def _report_header(
     """The report before any child runs: what was measured, on what, at what cost per view."""
     from tdsclip.models import count_parameters
 
-    trainable, frozen = count_parameters(build_ours(cfg))
-    tflops = count_flops(cfg)
-    paper = PAPER_TFLOPS.get((cfg.model.backbone.name, cfg.data.num_frames))
+    model = build_ours(cfg)
+    trainable, frozen = count_parameters(model)
+    tflops = count_flops(model, cfg)
+    paper = paper_tflops(cfg.model.backbone.name, cfg.data.num_frames)
     return {
         "experiment": args.experiment,
         "overrides": args.overrides,
@@ -71,7 +72,6 @@ def _child_base(args: argparse.Namespace, precision: Any) -> dict[str, Any]:
         "precision": precision.name,
         "warmup": args.warmup,
         "repeats": args.repeats,
-        "rounds": args.rounds,
         "reference_repo": str(args.reference_repo) if args.reference_repo else None,
         "keep_freed_memory": not args.default_allocator,
     }

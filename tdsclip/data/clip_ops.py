@@ -223,28 +223,20 @@ def _sampling_points(
 
 
 def _affine_operator(
-    matrices: torch.Tensor, axis: str, height: int, width: int
+    matrices: torch.Tensor, height: int, width: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sparse (G*P, G*Q) bicubic resampling operator (P = H*W pixels out, Q padded pixels in)
-    and the (G, P) outside mask. `axis` "x" or "y": the matrices move points along that axis
-    only (shears, translations: 4 taps); "xy": any affine map (rotations: 16 taps)."""
+    """Sparse (G*P, G*Q) bicubic resampling operator (P = H*W pixels out, Q padded pixels in,
+    16 taps each) of any affine map (rotations; shears and translations go through
+    `_resample_lines`) and the (G, P) outside mask."""
     g, p = matrices.shape[0], height * width
     row_len, q = width + 2 * PAD, (height + 2 * PAD) * (width + 2 * PAD)
     x_in, y_in, outside = _sampling_points(matrices, height, width)
     taps = torch.arange(4, device=matrices.device)
-    if axis == "x":  # y_in is the pixel row's centre: the y filter is (0, 1, 0, 0)
-        x0, weights = _cubic_taps(x_in, width)
-        rows = (y_in.floor().long() + PAD) * row_len
-        cols = rows[..., None] + x0[..., None] + taps  # (G, P, 4)
-    elif axis == "y":
-        y0, weights = _cubic_taps(y_in, height)
-        cols = (y0[..., None] + taps) * row_len + x_in.floor().long()[..., None] + PAD
-    else:
-        x0, wx = _cubic_taps(x_in, width)
-        y0, wy = _cubic_taps(y_in, height)
-        rows = (y0[..., None] + taps) * row_len  # (G, P, 4)
-        cols = (rows[..., :, None] + x0[..., None, None] + taps).flatten(-2)  # (G, P, 16)
-        weights = (wy[..., :, None] * wx[..., None, :]).flatten(-2)  # (G, P, 16)
+    x0, wx = _cubic_taps(x_in, width)
+    y0, wy = _cubic_taps(y_in, height)
+    rows = (y0[..., None] + taps) * row_len  # (G, P, 4)
+    cols = (rows[..., :, None] + x0[..., None, None] + taps).flatten(-2)  # (G, P, 16)
+    weights = (wy[..., :, None] * wx[..., None, :]).flatten(-2)  # (G, P, 16)
     cols = cols + torch.arange(g, device=cols.device)[:, None, None] * q  # clip g's block
     weights = weights.masked_fill_(outside[..., None], 0.0).to(torch.float32)
     nnz = cols.shape[-1]
@@ -405,7 +397,7 @@ def _affine_group(x: torch.Tensor, matrices: torch.Tensor, axis: str, fill: int)
     g, n, c, h, w = x.shape
     if axis != "xy":
         return _resample_lines(x, matrices, axis, fill)
-    operator, outside = _affine_operator(matrices, axis, h, w)
+    operator, outside = _affine_operator(matrices, h, w)
     pixels = _padded_pixels(x).view(-1, n * c)  # (G*Q, N*3)
     moved = (operator @ pixels).view(g, h * w, n * c)  # (G, P, N*3)
     x_in, y_in, _ = _sampling_points(matrices, h, w)

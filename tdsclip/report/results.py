@@ -20,10 +20,6 @@ from tdsclip.report.table import ResultRow, build_rows, markdown, write_csv
 log = logging.getLogger(__name__)
 
 
-class NoFinishedRunError(RuntimeError):
-    """No finished run under the given paths."""
-
-
 @dataclass
 class Results:
     root: Path  # the common directory of the given paths

@@ -157,9 +157,7 @@ def check_command_line(config_dir: str, config_name: str, argv: list[str]) -> No
             keys.append(name)
             if not o.is_sweep_override():
                 fixed.append(o.input_line)
-    cfg = _compose(config_dir, config_name, search + groups)
-    for key in keys:
-        _check_key(cfg, key, config_dir)
+    _check_keys(_compose(config_dir, config_name, search + groups), keys, config_dir)
     cfg = _compose(config_dir, config_name, search + groups + fixed)
     _check_required(cfg, set(keys), config_name)
     if config_name == "train":
@@ -225,13 +223,17 @@ def _unset(node: Any, prefix: str = "") -> list[str]:
     return [prefix[:-1]] if node == "???" else []
 
 
-def _check_key(cfg: DictConfig, key: str, config_dir: str) -> None:
+def _check_keys(cfg: DictConfig, keys: list[str], config_dir: str) -> None:
+    """Every key of the command line is in the composed config; else "did you mean"."""
     container = OmegaConf.to_container(cfg, resolve=False)
     container.pop("hydra", None)  # type: ignore[union-attr]
-    candidates = _all_keys(container)
-    if key in candidates:
+    known = _all_keys(container)
+    known_set = set(known)
+    unknown = [key for key in keys if key not in known_set]
+    if not unknown:
         return
-    candidates += [p.name for p in Path(config_dir).iterdir() if p.is_dir()]
+    key = unknown[0]
+    candidates = known + [p.name for p in Path(config_dir).iterdir() if p.is_dir()]
     close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
     hint = f"did you mean {close[0]}? " if close else ""
     raise ConfigError(
@@ -254,9 +256,14 @@ def _check_required(cfg: DictConfig, given: set[str], config_name: str) -> None:
         )
 
 
+def starts_fresh(resume: str | None) -> bool:
+    """Whether ``trainer.resume`` says to start a new run (not to continue one)."""
+    return resume in (None, "", "none")
+
+
 def _check_run_dir(cfg: DictConfig, multirun: bool) -> None:
     """Refuse to train into a directory whose checkpoints a new run would overwrite."""
-    if cfg.trainer.resume not in (None, "", "none"):
+    if not starts_fresh(cfg.trainer.resume):
         return
     run_dir = Path(str(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir))
     pattern = "*/checkpoints/*.pt" if multirun else "checkpoints/*.pt"
@@ -270,9 +277,7 @@ def _check_run_dir(cfg: DictConfig, multirun: bool) -> None:
 
 def check_not_overwriting(ckpt_dir: Path, resume: str | None) -> None:
     """The same refusal inside a run (workers, sweeps): nothing is written before it."""
-    if resume in (None, "", "none") and any(
-        (ckpt_dir / name).is_file() for name in ("last.pt", "best.pt")
-    ):
+    if starts_fresh(resume) and any((ckpt_dir / name).is_file() for name in ("last.pt", "best.pt")):
         raise UserError(
             f"{ckpt_dir.parent} already holds a run's checkpoints",
             hint="resume with trainer.resume=auto, or choose another run_id",

@@ -96,13 +96,16 @@ def collect_scores(
     )
 
 
+SUMMARY_KEYS = ("num_videos", "top1", "top5", "mean_class_acc", "unreadable")
+
+
 def write_report(
     out_dir: Path, result: EvalResult, report: dict[str, Any], classes: list[str], paths: list[str]
 ) -> None:
     """metrics.json, per_class.csv, confusion.csv, predictions.csv, unreadable.csv (the PNGs
     are drawn by :func:`tdsclip.engine.pictures.draw_report`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = {k: report[k] for k in ("num_videos", "top1", "top5", "mean_class_acc", "unreadable")}
+    summary = {k: report[k] for k in SUMMARY_KEYS}
     (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     cm = report.get("confusion")
     with (out_dir / "per_class.csv").open("w", newline="") as f:
@@ -136,9 +139,6 @@ def write_report(
         writer.writerow(["index", "path", "error"])
         for idx, error in result.unreadable:
             writer.writerow([idx, paths[idx], error])
-
-
-SUMMARY_KEYS = ("num_videos", "top1", "top5", "mean_class_acc", "unreadable")
 
 
 def evaluate_split(

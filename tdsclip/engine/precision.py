@@ -94,12 +94,14 @@ def resolve_precision(requested: str, device: torch.device) -> Precision:
             "trainer.precision", f"must be one of {list(PRECISIONS)}, got {requested!r}"
         )
     if requested != "auto":
-        if requested == "bf16" and device.type == "cpu" and not cpu_native_bf16()[0]:
-            log.warning(
-                "trainer.precision=bf16 on a CPU without native bf16 (%s); "
-                "trainer.precision=auto would pick fp32",
-                cpu_native_bf16()[1],
-            )
+        if requested == "bf16" and device.type == "cpu":
+            native, why = cpu_native_bf16()
+            if not native:
+                log.warning(
+                    "trainer.precision=bf16 on a CPU without native bf16 (%s); "
+                    "trainer.precision=auto would pick fp32",
+                    why,
+                )
         return Precision(requested, "set by trainer.precision")
     if device.type == "cuda":
         gpu = torch.cuda.get_device_name(device)

@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 import tdsclip
 from tdsclip.engine import distributed
 from tdsclip.engine.checkpoint import TRAIN_FORMAT, atomic_save, load_checkpoint
-from tdsclip.engine.cli import check_not_overwriting
+from tdsclip.engine.cli import check_not_overwriting, starts_fresh
 from tdsclip.engine.context import setup_process
 from tdsclip.engine.cuda_graphs import capture_cuda_graphs, check_cuda_graph
 from tdsclip.engine.evaluation import collect_scores, test_checkpoint
@@ -81,7 +81,7 @@ def model_architecture(model_cfg: Any) -> dict[str, Any]:
 
 def resume_path(resume: str | None, ckpt_dir: Path) -> Path | None:
     """The checkpoint ``trainer.resume`` names: none, this run's ``last.pt`` or a file."""
-    if resume in (None, "", "none"):
+    if starts_fresh(resume):
         return None
     if resume == "auto":
         last = ckpt_dir / "last.pt"

@@ -203,12 +203,11 @@ def _pair(value: Any, key: str) -> tuple[float, float]:
     return float(value[0]), float(value[1])
 
 
-def _annotation_file(cfg: DataConfig, split: str) -> str:
-    if split == "train":
-        return str(cfg.train_ann)
-    if split == "val":
-        return str(cfg.val_ann)
-    return str(cfg.test_ann or cfg.val_ann)
+def _annotation_key(cfg: DataConfig, split: str) -> str:
+    """The config key of the split's list: the test split reads val_ann without a test_ann."""
+    if split == "test" and cfg.test_ann is None:
+        return "val_ann"
+    return f"{split}_ann"
 
 
 def _generic_classes(cfg: DataConfig, labels: str | None) -> list[str]:
@@ -226,12 +225,9 @@ _DOC_ANCHORS = {
 }
 
 
-def _require_files(cfg: DataConfig, split: str) -> None:
-    """The dataset's folder and files exist, else an error naming the key to set and the
-    layout to follow (docs/datasets.md)."""
-    ann_key = {"train": "train_ann", "val": "val_ann"}.get(split, "test_ann")
-    if split == "test" and cfg.test_ann is None:
-        ann_key = "val_ann"
+def _require_files(cfg: DataConfig, ann_key: str) -> None:
+    """The dataset's folder, list (config key ``ann_key``) and labels exist, else an error
+    naming the key to set and the layout to follow (docs/datasets.md)."""
     wanted = [("root", cfg.root), (ann_key, getattr(cfg, ann_key))]
     if cfg.labels is not None:
         wanted.append(("labels", cfg.labels))
@@ -260,8 +256,9 @@ def load_annotations(cfg: DataConfig, split: str) -> Annotations:
         ann = root / ("train.txt" if split == "train" else "val.txt")
         annotations = read_video_list(ann, root, read_class_names(root / "labels.txt"))
     else:
-        ann = _annotation_file(cfg, split)
-        _require_files(cfg, split)
+        ann_key = _annotation_key(cfg, split)
+        _require_files(cfg, ann_key)
+        ann = str(getattr(cfg, ann_key))
         if cfg.format == "ssv2":
             annotations = read_ssv2(
                 ann, str(cfg.labels), cfg.root, allow_unlabelled=split == "test"

@@ -24,9 +24,7 @@ from torchvision.transforms.v2 import functional as F
 
 from tdsclip.data import clip_ops
 from tdsclip.data.rand_augment import GEOMETRIC, SKIPPED, RandAugmentPolicy
-from tdsclip.data.transforms import ClipParams
-
-FILL = 128  # timm's img_mean for the geometric ops' empty area (ClipRandAugment uses it too)
+from tdsclip.data.transforms import RAND_AUGMENT_FILL, ClipParams
 
 
 def encode_params(params: list[ClipParams], policy: RandAugmentPolicy | None) -> dict[str, Any]:
@@ -53,7 +51,7 @@ def encode_params(params: list[ClipParams], policy: RandAugmentPolicy | None) ->
 class DeviceAugment:
     """Makes the augmented views of a batch on the device its frames are sent to."""
 
-    def __init__(self, *, input_size: int, fill: int = FILL) -> None:
+    def __init__(self, *, input_size: int, fill: int = RAND_AUGMENT_FILL) -> None:
         self.input_size = input_size
         self.fill = fill
 

@@ -111,6 +111,9 @@ def flip_label_map(classes: list[str]) -> dict[int, int]:
     return pairs
 
 
+RAND_AUGMENT_FILL = 128  # timm's img_mean: the empty area of RandAugment's geometric ops
+
+
 class ClipRandAugment:
     """timm RandAugment (e.g. `rand-m7-n4-mstd0.5-inc1`) with one draw per clip.
 
@@ -122,7 +125,7 @@ class ClipRandAugment:
     def __init__(self, policy: str, *, image_size: int) -> None:
         hparams = {
             "translate_const": int(image_size * 0.45),
-            "img_mean": (128, 128, 128),
+            "img_mean": (RAND_AUGMENT_FILL,) * 3,
             "interpolation": Image.BICUBIC,
         }
         try:

@@ -135,6 +135,9 @@ def test_generic_lists(tmp_path):
         ("a.mp4 0\n\nb.mp4 x\n", r"train\.txt:3: label must be an integer, got 'x'"),
         ("a.mp4 2\n", r"train\.txt:1: label 2 must be in \[0, 2\)"),
         ("\n\n", r"train\.txt: no entries"),
+        # mmaction2 multi_class lines: an error naming the line, never "video.mp4 0" as a path
+        ("a.mp4 1\nvideo.mp4 0 3\n", r"train\.txt:2: 3 columns.*2 labels \(0 3\).*multi_class"),
+        ("my clip 7 1 2\n", r"train\.txt:1: 4 columns.*3 labels \(7 1 2\)"),
     ],
 )
 def test_generic_video_list_errors(tmp_path, text, message):
@@ -142,16 +145,6 @@ def test_generic_video_list_errors(tmp_path, text, message):
     ann.write_text(text)
     with pytest.raises(AnnotationError, match=message):
         read_video_list(ann, tmp_path, ["x", "y"])
-
-
-def test_rawframe_list_errors(tmp_path):
-    ann = tmp_path / "frames.txt"
-    ann.write_text("v/one 12 0\nv/two 0 1\n")
-    with pytest.raises(AnnotationError, match=r"frames\.txt:2: number of frames must be >= 1"):
-        read_rawframe_list(ann, tmp_path, None)
-    ann.write_text("v/one 0\n")
-    with pytest.raises(AnnotationError, match=r"frames\.txt:1: expected `<frame dir>"):
-        read_rawframe_list(ann, tmp_path, None)
 
 
 def test_class_name_files(tmp_path):
@@ -189,21 +182,6 @@ def test_non_utf8_list_names_the_line(tmp_path):
         read_video_list(ann, tmp_path, None)
 
 
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        # mmaction2 multi_class lines: an error naming the line, never "video.mp4 0" as a path
-        ("a.mp4 1\nvideo.mp4 0 3\n", r"train\.txt:2: 3 columns.*2 labels \(0 3\).*multi_class"),
-        ("my clip 7 1 2\n", r"train\.txt:1: 4 columns.*3 labels \(7 1 2\)"),
-    ],
-)
-def test_multi_label_video_lines_are_errors(tmp_path, text, message):
-    ann = tmp_path / "train.txt"
-    ann.write_text(text)
-    with pytest.raises(AnnotationError, match=message):
-        read_video_list(ann, tmp_path, None)
-
-
 def test_rawframe_list_with_offset_as_mmaction2_writes_it(tmp_path):
     ann = tmp_path / "frames.txt"
     ann.write_text("long/one 2 5 1\nlong/one 0 7 0\n1234 12 40 1\n")
@@ -225,6 +203,8 @@ def test_rawframe_list_with_offset_as_mmaction2_writes_it(tmp_path):
 @pytest.mark.parametrize(
     ("text", "with_offset", "message"),
     [
+        ("v/one 12 0\nv/two 0 1\n", False, r"frames\.txt:2: number of frames must be >= 1"),
+        ("v/one 0\n", False, r"frames\.txt:1: expected `<frame dir>"),
         # a start offset read without with_offset: not a folder "dir 2", not label 127
         ("dir 2 5 127\n", False, r"frames\.txt:1: 4 columns.*set with_offset: true"),
         ("dir 5 1 3\n", False, r"frames\.txt:1: .*2 labels \(1 3\): multi-label"),

@@ -9,30 +9,23 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_benchmark_script_prints_table_and_json(tmp_path):
-    out = tmp_path / "bench.json"
+def run_benchmark(out: Path, *args: str, timeout: float) -> subprocess.CompletedProcess:
+    """scripts/benchmark_data.py on tiny generated files (2 clips, 64x96, 0.5 s per row)."""
+    tiny = ["--clips", "2", "--seconds", "0.5", "--height", "64", "--width", "96"]
     result = subprocess.run(
-        [
-            sys.executable,
-            "scripts/benchmark_data.py",
-            "--clips",
-            "2",
-            "--seconds",
-            "0.5",
-            "--height",
-            "64",
-            "--width",
-            "96",
-            "--skip-train-items",
-            "--json",
-            str(out),
-        ],
+        [sys.executable, "scripts/benchmark_data.py", *tiny, *args, "--json", str(out)],
         capture_output=True,
         text=True,
         cwd=REPO,
-        timeout=120,
+        timeout=timeout,
     )
     assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_benchmark_script_prints_table_and_json(tmp_path):
+    out = tmp_path / "bench.json"
+    result = run_benchmark(out, "--skip-train-items", timeout=120)
     rows = json.loads(out.read_text())["rows"]
     assert [(r["source"].split()[0], r["backend"]) for r in rows] == [
         (c, b) for c in ("webm", "mp4") for b in ("decord", "pyav", "torchcodec", "auto")
@@ -49,26 +42,8 @@ def test_benchmark_script_prints_table_and_json(tmp_path):
 
 def test_benchmark_times_training_items_with_both_augment_on(tmp_path):
     out = tmp_path / "items.json"
-    args = ["--clips", "2", "--batch", "2", "--seconds", "0.5", "--height", "64", "--width", "96"]
-    result = subprocess.run(
-        [
-            sys.executable,
-            "scripts/benchmark_data.py",
-            *args,
-            "--backends",
-            "auto",
-            "--augment-on",
-            "worker",
-            "device",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
+    args = ["--batch", "2", "--backends", "auto", "--augment-on", "worker", "device"]
+    result = run_benchmark(out, *args, timeout=300)
     items = json.loads(out.read_text())["items"]
     assert [(r["format"], r["augment_on"]) for r in items] == [
         (f, a) for f in ("ssv2", "k400") for a in ("worker", "device")

@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 import torch
+from data_fixtures import SYNTH, write_motion
 
+from tdsclip.data.synthetic import make_motion_dataset
 from tdsclip.models import TDSCLIP, create_backbone, create_tdsclip
 
 # The authors' tiny checkpoint lives in the project's shared folder beside the checkout (CI
@@ -44,3 +46,16 @@ def reference() -> dict[str, Any]:
             pytest.fail(f"reference fixture missing in CI: {REFERENCE_FIXTURE}")
         pytest.skip(f"reference fixture missing: {REFERENCE_FIXTURE}")
     return torch.load(REFERENCE_FIXTURE, weights_only=False)
+
+
+@pytest.fixture(scope="session")
+def motion_root(tmp_path_factory) -> Path:
+    """The training tests' synthetic motion dataset (``SYNTH``), written once per session."""
+    root = tmp_path_factory.mktemp("data") / "motion"
+    return make_motion_dataset(root, codec="h264", **SYNTH)
+
+
+@pytest.fixture(scope="session")
+def small_motion_root(tmp_path_factory) -> Path:
+    """The data tests' tiny motion dataset (``data_fixtures.write_motion``)."""
+    return write_motion(tmp_path_factory.mktemp("small_motion"))

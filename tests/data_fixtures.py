@@ -197,6 +197,8 @@ def files_config(data_format: str, files: dict[str, Path], **overrides: object) 
     return data_config(**{"format": data_format, **paths, **overrides})
 
 
+# The training tests' motion dataset: 6 classes x (4 train + 2 val) 32-frame 64x64 videos.
+SYNTH = dict(num_train_per_class=4, num_val_per_class=2, num_frames=32, size=64, seed=0)
 MOTION = dict(num_classes=6, num_train_per_class=2, num_val_per_class=1, num_frames=12, size=64)
 
 

@@ -17,7 +17,6 @@ from data_fixtures import (
     write_frame_folder,
     write_indexed_video,
     write_k400,
-    write_motion,
     write_ssv1,
     write_ssv2,
 )
@@ -46,11 +45,6 @@ def check_train_item(item, num_sample=2):
 def check_eval_item(item, views):
     assert item["video"].shape == (views, T, M, 3, SIZE, SIZE)
     assert item["video"].dtype == torch.uint8
-
-
-@pytest.fixture(scope="module")
-def motion_root(tmp_path_factory):
-    return write_motion(tmp_path_factory.mktemp("motion"))
 
 
 def test_ssv2_webm_dataset(tmp_path):
@@ -194,8 +188,8 @@ def batches(loader, epoch):
     return list(loader)
 
 
-def test_train_batches_independent_of_num_workers(motion_root):
-    cfg = motion_config(motion_root, rand_augment="rand-m7-n4-mstd0.5-inc1")
+def test_train_batches_independent_of_num_workers(small_motion_root):
+    cfg = motion_config(small_motion_root, rand_augment="rand-m7-n4-mstd0.5-inc1")
     train = build_dataset(cfg, "train")
     runs = {}
     for workers in (0, 2):
@@ -223,8 +217,8 @@ def test_train_batches_independent_of_num_workers(motion_root):
     assert not torch.equal(first["video"][0, 0], first["video"][0, 1])
 
 
-def test_zero_workers_leave_main_process_rng_alone(motion_root):
-    cfg = motion_config(motion_root, rand_augment="rand-m7-n4-mstd0.5-inc1")
+def test_zero_workers_leave_main_process_rng_alone(small_motion_root):
+    cfg = motion_config(small_motion_root, rand_augment="rand-m7-n4-mstd0.5-inc1")
     loader = build_loader(
         build_dataset(cfg, "train"),
         split="train",
@@ -268,8 +262,8 @@ def test_eval_sampler_disjoint_and_complete(world_size):
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 3])
-def test_eval_loaders_cover_dataset_once(motion_root, world_size):
-    val = build_dataset(motion_config(motion_root), "val")
+def test_eval_loaders_cover_dataset_once(small_motion_root, world_size):
+    val = build_dataset(motion_config(small_motion_root), "val")
     seen = []
     for rank in range(world_size):
         loader = build_loader(
@@ -286,8 +280,8 @@ def test_eval_loaders_cover_dataset_once(motion_root, world_size):
     assert sorted(seen) == list(range(len(val)))
 
 
-def test_read_video_views_matches_the_test_dataset(motion_root):
-    cfg = motion_config(motion_root)
+def test_read_video_views_matches_the_test_dataset(small_motion_root):
+    cfg = motion_config(small_motion_root)
     test = build_dataset(cfg, "test")
     views = read_video_views(test.records[0].path, cfg)
     assert views.shape == (6, T, M, 3, SIZE, SIZE) and views.dtype == torch.uint8
@@ -313,15 +307,15 @@ def test_bad_sample_tracker_logs_each_path_once(caplog):
     assert tracker.epoch_summary()["replaced"] == 1 and len(caplog.records) == 2
 
 
-def test_loader_rejects_mismatched_split(motion_root):
-    val = build_dataset(motion_config(motion_root), "val")
+def test_loader_rejects_mismatched_split(small_motion_root):
+    val = build_dataset(motion_config(small_motion_root), "val")
     with pytest.raises(TypeError, match="VideoTrainDataset"):
         build_loader(val, split="train", batch_size=2, num_workers=0, seed=0)
 
 
-def test_missing_root_is_not_a_crash_in_eval(motion_root, tmp_path):
+def test_missing_root_is_not_a_crash_in_eval(small_motion_root, tmp_path):
     moved = tmp_path / "moved"
-    shutil.copytree(motion_root, moved)
+    shutil.copytree(small_motion_root, moved)
     cfg = motion_config(moved)
     val = build_dataset(cfg, "val")
     shutil.rmtree(moved / "val")

@@ -12,7 +12,6 @@ from data_fixtures import (
     files_config,
     motion_config,
     write_k400,
-    write_motion,
     write_ssv2,
 )
 from torchvision.transforms.v2 import InterpolationMode
@@ -142,17 +141,12 @@ def test_every_frame_of_a_view_gets_the_same_change():
         assert not torch.equal(flat[0, 0], flat[0, 1])  # copies differ
 
 
-@pytest.fixture(scope="module")
-def motion_root(tmp_path_factory):
-    return write_motion(tmp_path_factory.mktemp("motion"))
-
-
 def device_motion_config(root, **overrides):
     return motion_config(root, augment_on="device", **{**SS_RECIPE, **overrides})
 
 
-def test_device_views_independent_of_num_workers(motion_root):
-    train = build_dataset(device_motion_config(motion_root), "train")
+def test_device_views_independent_of_num_workers(small_motion_root):
+    train = build_dataset(device_motion_config(small_motion_root), "train")
     runs = {}
     for workers in (0, 2):
         loader = build_loader(

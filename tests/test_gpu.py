@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import tiny_model, tiny_video
 from test_model import _arch_kwargs
-from test_train import compose_train, motion_root, tiny_overrides  # noqa: F401 (fixture)
+from test_train import compose_train, tiny_overrides
 
 from tdsclip.convert import from_reference
 from tdsclip.engine.cuda_graphs import capture_cuda_graphs
@@ -153,7 +153,7 @@ def test_cuda_graphs_match_eager(precision, checkpointing):
 @pytest.mark.parametrize(
     ("precision", "cuda_graph"), [("bf16", False), ("fp16", False), ("bf16", True), ("fp16", True)]
 )
-def test_train_and_test_on_cuda(motion_root, tmp_path, precision, cuda_graph, caplog):  # noqa: F811
+def test_train_and_test_on_cuda(motion_root, tmp_path, precision, cuda_graph, caplog):
     from tdsclip.train import train
 
     overrides = {

@@ -18,9 +18,8 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-from test_train import SYNTH, cli, read_jsonl, tiny_overrides
+from test_train import cli, read_jsonl, tiny_overrides
 
-from tdsclip.data.synthetic import make_motion_dataset
 from tdsclip.engine.launch import compose_config
 from tdsclip.report.paper import default_paper_file
 from tdsclip.report.table import COLUMNS
@@ -49,12 +48,7 @@ TOY_ENTRY = {
 
 
 @pytest.fixture(scope="module")
-def motion(tmp_path_factory) -> Path:
-    return make_motion_dataset(tmp_path_factory.mktemp("data") / "motion", codec="h264", **SYNTH)
-
-
-@pytest.fixture(scope="module")
-def sweep(motion, tmp_path_factory) -> Path:
+def sweep(motion_root, tmp_path_factory) -> Path:
     """`python -m tdsclip.train -m ablation=toy`: 2 jobs (td_kind maxpool, direct), 2 epochs
     each and the multi-view test of best.pt, from a preset on Hydra's search path."""
     tmp = tmp_path_factory.mktemp("sweep")
@@ -65,7 +59,7 @@ def sweep(motion, tmp_path_factory) -> Path:
         "-m",
         "ablation=toy",
         f"hydra.searchpath=[file://{tmp / 'configs'}]",
-        *tiny_overrides(motion, tmp / "out", **extra),
+        *tiny_overrides(motion_root, tmp / "out", **extra),
     ]
     run = cli("tdsclip.train", args, timeout=600)
     assert run.returncode == 0, run.stderr[-4000:]
@@ -176,12 +170,12 @@ def test_every_job_draws_its_pictures(sweep):
             assert_png(sweep / job / "test" / name)
 
 
-def test_eval_draws_its_pictures_and_results_reads_it(sweep, motion, tmp_path):
+def test_eval_draws_its_pictures_and_results_reads_it(sweep, motion_root, tmp_path):
     args = [
         f"checkpoint={sweep / '1' / 'checkpoints' / 'best.pt'}",
         "split=test",
         "model.side.td_kind=direct",  # the checkpoint's switch, so that results can match it
-        *tiny_overrides(motion, tmp_path / "out", **{"run_id": "e"}),
+        *tiny_overrides(motion_root, tmp_path / "out", **{"run_id": "e"}),
     ]
     run = cli("tdsclip.eval", args)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -211,9 +205,9 @@ def test_pictures_for_174_classes_stay_readable(tmp_path):
 
 
 # ---------------------------------------------------------------------------- visualize
-def test_visualize_draws_the_default_jobs_checkpoint(sweep, motion, tmp_path):
+def test_visualize_draws_the_default_jobs_checkpoint(sweep, motion_root, tmp_path):
     checkpoint = sweep / "0" / "checkpoints" / "best.pt"  # the default job (td_kind maxpool)
-    video = motion / (motion / "val.txt").read_text().split()[0]
+    video = motion_root / (motion_root / "val.txt").read_text().split()[0]
     out = tmp_path / "vis.png"
     run = cli("tdsclip.visualize", [f"checkpoint={checkpoint}", f"video={video}", f"out={out}"])
     assert run.returncode == 0, run.stderr[-3000:]
@@ -221,11 +215,11 @@ def test_visualize_draws_the_default_jobs_checkpoint(sweep, motion, tmp_path):
     assert_png(out, min_size=(1200, 500))
 
 
-def test_visualize_maps_come_from_the_motion_path(sweep, motion):
+def test_visualize_maps_come_from_the_motion_path(sweep, motion_root):
     from tdsclip.engine.visualization import motion_maps
 
     checkpoint = sweep / "0" / "checkpoints" / "best.pt"
-    video = motion / (motion / "val.txt").read_text().split()[0]
+    video = motion_root / (motion_root / "val.txt").read_text().split()[0]
     cfg = compose_config([f"checkpoint={checkpoint}", f"video={video}"], "visualize")
     maps = motion_maps(cfg)
     ckpt = torch.load(checkpoint, weights_only=False)
@@ -275,12 +269,12 @@ def readme_section(title: str) -> str:
     return text[start : end if end > 0 else None]
 
 
-def test_your_own_videos_walkthrough(motion, tmp_path):
+def test_your_own_videos_walkthrough(motion_root, tmp_path):
     """The README's walk-through, run as written (the model and sizes made toy)."""
     section = readme_section("Your own videos")
     make_lists = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     commands = re.search(r"```bash\n(.*?)```", section, re.S).group(1).replace("\\\n", " ")
-    for i, video in enumerate(sorted(motion.glob("*/*/*.mp4"))):  # a folder per class
+    for i, video in enumerate(sorted(motion_root.glob("*/*/*.mp4"))):  # a folder per class
         cls = ["left", "right", "down", "up", "smaller", "bigger"][int(video.parent.name)]
         target = tmp_path / "my_videos" / cls / f"clip_{i:03d}.mp4"
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -14,20 +14,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from data_fixtures import SYNTH
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from tdsclip.data.synthetic import make_motion_dataset
 from tdsclip.engine.launch import CONFIG_DIR, code_revision
-
-SYNTH = dict(num_train_per_class=4, num_val_per_class=2, num_frames=32, size=64, seed=0)
-
-
-@pytest.fixture(scope="session")
-def motion_root(tmp_path_factory) -> Path:
-    """The synthetic motion dataset, small: 6 classes x (4 train + 2 val) H.264 videos."""
-    root = tmp_path_factory.mktemp("data") / "motion"
-    return make_motion_dataset(root, codec="h264", **SYNTH)
 
 
 def tiny_overrides(root: Path, out: Path, **extra: object) -> list[str]:

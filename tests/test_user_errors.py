@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train import cli, motion_root, tiny_overrides  # noqa: F401 (fixture)
+from test_train import cli, tiny_overrides
 
 from tdsclip.engine.cli import exit_on_error
 from tdsclip.errors import ConfigError, RunError, UserError
@@ -34,7 +34,7 @@ def no_run_dirs(out: Path) -> bool:
 
 
 @pytest.fixture(scope="module")
-def trained(motion_root, tmp_path_factory) -> Path:  # noqa: F811
+def trained(motion_root, tmp_path_factory) -> Path:
     """One finished tiny run: its run directory."""
     out = tmp_path_factory.mktemp("trained")
     run = cli("tdsclip.train", tiny_overrides(motion_root, out, **{"trainer.epochs": 2}))
@@ -55,7 +55,7 @@ def trained(motion_root, tmp_path_factory) -> Path:  # noqa: F811
         ("data.batch_size=-1", "data.batch_size: got -1; it must be an integer >= 1"),
     ],
 )
-def test_bad_config_values_name_the_key(motion_root, tmp_path, override, needle):  # noqa: F811
+def test_bad_config_values_name_the_key(motion_root, tmp_path, override, needle):
     run = cli("tdsclip.train", [*tiny_overrides(motion_root, tmp_path), override], timeout=120)
     assert_user_error(run, needle)
     assert no_run_dirs(tmp_path)
@@ -131,7 +131,7 @@ def test_missing_dataset_names_the_keys_and_the_docs(tmp_path):
     assert no_run_dirs(out)
 
 
-def test_a_174_class_experiment_on_a_3_class_list(motion_root, tmp_path):  # noqa: F811
+def test_a_174_class_experiment_on_a_3_class_list(motion_root, tmp_path):
     paths = [line.split()[0] for line in (motion_root / "train.txt").read_text().splitlines()]
     (tmp_path / "list.txt").write_text("".join(f"{p} {i % 3}\n" for i, p in enumerate(paths)))
     (tmp_path / "labels.txt").write_text("pushing\npulling\nlifting\n")
@@ -146,7 +146,7 @@ def test_a_174_class_experiment_on_a_3_class_list(motion_root, tmp_path):  # noq
     assert no_run_dirs(tmp_path / "out")
 
 
-def test_missing_clip_weights_say_where_to_put_them(motion_root, tmp_path):  # noqa: F811
+def test_missing_clip_weights_say_where_to_put_them(motion_root, tmp_path):
     weights = tmp_path / "weights" / "ViT-B-16.pt"
     args = [*tiny_overrides(motion_root, tmp_path / "out"), f"model.backbone.pretrained={weights}"]
     run = cli("tdsclip.train", args, timeout=120)
@@ -160,7 +160,7 @@ def truncated_copy(src: Path, dst: Path) -> Path:
     return dst
 
 
-def test_truncated_checkpoints_name_the_file_and_the_way_out(trained, motion_root, tmp_path):  # noqa: F811
+def test_truncated_checkpoints_name_the_file_and_the_way_out(trained, motion_root, tmp_path):
     bad = truncated_copy(trained / "checkpoints" / "best.pt", tmp_path / "cut.pt")
     video = next(motion_root.rglob("*.mp4"))
     for module, args in (
@@ -195,7 +195,7 @@ def test_a_text_file_named_mp4_given_to_predict(trained, tmp_path):
     assert "video_reader.cc" not in run.stderr and "moov atom" not in run.stderr
 
 
-def test_predict_and_eval_refuse_a_label_list_that_does_not_fit_the_model(motion_root, tmp_path):  # noqa: F811
+def test_predict_and_eval_refuse_a_label_list_that_does_not_fit_the_model(motion_root, tmp_path):
     from test_train import compose_train
 
     from tdsclip.engine.checkpoint import save_model_file
@@ -237,7 +237,7 @@ def fingerprint(run_dir: Path) -> dict[str, str]:
     }
 
 
-def test_a_reused_run_id_never_overwrites_a_run(trained, motion_root):  # noqa: F811
+def test_a_reused_run_id_never_overwrites_a_run(trained, motion_root):
     before = fingerprint(trained)
     out = trained.parent.parent
     for extra in ([], ["--multirun", "trainer.eval_every=1,2"]):

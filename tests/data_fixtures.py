@@ -11,9 +11,11 @@ from pathlib import Path
 
 import av
 import numpy as np
+import torch
 from PIL import Image
 
 from tdsclip.data.synthetic import make_motion_dataset, write_video
+from tdsclip.data.transforms import VideoTrainTransform
 
 NUM_ID_BITS = 8  # frames carry their index as 8 black/white blocks in the top row
 
@@ -149,6 +151,28 @@ def write_k400(root: Path) -> dict[str, Path]:
     )
     files["val"].write_text(header + "zumba,ccc,5,15,val\n")
     return files
+
+
+def random_clip(num_frames: int, height: int = 60, width: int = 80, seed: int = 0) -> torch.Tensor:
+    """Seeded random uint8 frames (num_frames, 3, height, width)."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (num_frames, 3, height, width), dtype=torch.uint8, generator=gen)
+
+
+def train_transform(**overrides: object) -> VideoTrainTransform:
+    """The Something-Something training transform at toy sizes; keyword arguments override."""
+    kwargs: dict[str, object] = dict(
+        input_size=32,
+        resize=(48, 64),
+        crop_scale=(0.08, 1.0),
+        crop_ratio=(0.75, 4 / 3),
+        flip="swap_lr",
+        flip_pairs={},
+        rand_augment="rand-m7-n4-mstd0.5-inc1",
+        grayscale_p=0.0,
+    )
+    kwargs.update(overrides)
+    return VideoTrainTransform(**kwargs)
 
 
 def data_config(**overrides: object) -> dict[str, object]:

@@ -11,6 +11,8 @@ from data_fixtures import (
     data_config,
     files_config,
     motion_config,
+    random_clip,
+    train_transform,
     write_k400,
     write_ssv2,
 )
@@ -92,17 +94,10 @@ def legacy_transform(t: VideoTrainTransform, frames, label, rng):
 
 def test_crop_boxes_flips_and_label_swaps_match_the_legacy_transform():
     classes = ["Pushing something from left to right", "Pushing something from right to left"]
-    t = VideoTrainTransform(
-        input_size=24,
-        resize=(32, 40),
-        crop_scale=(0.08, 1.0),
-        crop_ratio=(0.75, 4 / 3),
-        flip="swap_lr",
-        flip_pairs=flip_label_map(classes),
-        rand_augment=SS_RECIPE["rand_augment"],
-        grayscale_p=0.3,
+    t = train_transform(
+        input_size=24, resize=(32, 40), flip_pairs=flip_label_map(classes), grayscale_p=0.3
     )
-    frames = torch.randint(0, 256, (3, 3, 32, 40), dtype=torch.uint8)
+    frames = random_clip(3, 32, 40)
     flips = 0
     draws = 400
     for seed in range(draws):
@@ -118,15 +113,12 @@ def test_crop_boxes_flips_and_label_swaps_match_the_legacy_transform():
 
 
 def test_every_frame_of_a_view_gets_the_same_change():
-    frame = torch.randint(0, 256, (1, 1, 3, 40, 48), dtype=torch.uint8)
+    frame = random_clip(1, 40, 48)[None]  # (1, 1, 3, 40, 48)
     frames = [frame.expand(4, 3, -1, -1, -1).contiguous()]  # T=4 x M=3 identical frames
-    t = VideoTrainTransform(
-        input_size=32,
+    t = train_transform(
         resize=(40, 48),
         crop_scale=(0.3, 1.0),
-        crop_ratio=(0.75, 4 / 3),
         flip="plain",
-        flip_pairs={},
         rand_augment="rand-m9-n4-mstd0.5-p1.0",
         grayscale_p=0.5,
     )

@@ -5,13 +5,13 @@ import random
 import numpy as np
 import pytest
 import torch
+from data_fixtures import random_clip, train_transform
 
 from tdsclip.data.transforms import (
     CLIP_MEAN,
     CLIP_STD,
     ClipRandAugment,
     VideoEvalTransform,
-    VideoTrainTransform,
     flip_label_map,
     normalize_video,
     resize_frames,
@@ -28,26 +28,6 @@ SSV2_LR = [
     "Turning the camera right while filming something",
     "Moving something and something so they pass each other",
 ]
-
-
-def random_clip(num_frames: int, height: int = 60, width: int = 80, seed: int = 0) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (num_frames, 3, height, width), dtype=torch.uint8, generator=gen)
-
-
-def train_transform(**overrides) -> VideoTrainTransform:
-    kwargs = dict(
-        input_size=32,
-        resize=(48, 64),
-        crop_scale=(0.08, 1.0),
-        crop_ratio=(0.75, 4 / 3),
-        flip="swap_lr",
-        flip_pairs={},
-        rand_augment="rand-m7-n4-mstd0.5-inc1",
-        grayscale_p=0.0,
-    )
-    kwargs.update(overrides)
-    return VideoTrainTransform(**kwargs)
 
 
 def test_normalize_video_matches_clip_statistics():

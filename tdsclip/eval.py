@@ -32,7 +32,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    run_hydra(_hydra_main, program="tdsclip.eval", config_name="eval")
+    run_hydra(_hydra_main, config_name="eval")
 
 
 if __name__ == "__main__":

@@ -31,9 +31,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    run_hydra(
-        _hydra_main, program="tdsclip.predict", config_name="predict", join_process_group=False
-    )
+    run_hydra(_hydra_main, config_name="predict", join_process_group=False)
 
 
 if __name__ == "__main__":

@@ -29,9 +29,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    run_hydra(
-        _hydra_main, program="tdsclip.summary", config_name="summary", join_process_group=False
-    )
+    run_hydra(_hydra_main, config_name="summary", join_process_group=False)
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    run_hydra(_hydra_main, program="tdsclip.train", config_name="train")
+    run_hydra(_hydra_main, config_name="train")
 
 
 if __name__ == "__main__":

@@ -65,14 +65,15 @@ def compose_config(overrides: Sequence[str], config_name: str = "train") -> Dict
 def run_hydra(
     hydra_main: Callable[[], Any],
     *,
-    program: str,
     config_name: str,
     join_process_group: bool = True,
 ) -> None:
-    """Start a ``@hydra.main`` entry point: configs found, process group joined (under
-    torchrun), one run stamp for every rank, the command line checked before Hydra runs
-    (unknown keys and config names, a run directory that already holds checkpoints), user
-    errors reported in a line or two, Hydra's own files written by rank 0 only."""
+    """Start the ``@hydra.main`` entry point ``python -m tdsclip.<config_name>``: configs
+    found, process group joined (under torchrun), one run stamp for every rank, the command
+    line checked before Hydra runs (unknown keys and config names, a run directory that
+    already holds checkpoints), user errors reported in a line or two, Hydra's own files
+    written by rank 0 only."""
+    program = f"tdsclip.{config_name}"
     from tdsclip.engine.cli import check_command_line, exit_on_error, take_verbose_flag
 
     take_verbose_flag(sys.argv)

@@ -140,11 +140,12 @@ def time_train_items(path: str, recipe: dict, augment_on: str, args) -> dict:
     )
     dataset.reader = reader = CpuClock(dataset.reader)
     dataset.transform.resize = resize = CpuClock(dataset.transform.resize)
+    augment = CpuClock(dataset.device_augment)  # never called on the worker path: 0 s
     device = torch.device("cpu")
-    epoch, cpu, wall, augment_cpu = 0, 0.0, 0.0, 0.0
+    epoch, cpu, wall = 0, 0.0, 0.0
     for batch_index in range(-1, -(-args.clips // args.batch)):  # batch -1: warm-up
         if batch_index == 0:
-            reader.seconds = resize.seconds = 0.0
+            reader.seconds = resize.seconds = augment.seconds = 0.0
         cpu0, wall0 = time.process_time(), time.perf_counter()
         items = []
         for _ in range(args.batch):
@@ -152,9 +153,7 @@ def time_train_items(path: str, recipe: dict, augment_on: str, args) -> dict:
             epoch += 1
         batch = collate_train(items)
         if dataset.device_augment is not None:
-            start = time.process_time()
-            views = dataset.device_augment(batch["frames"], batch["params"], device)
-            augment_cpu += (time.process_time() - start) if batch_index >= 0 else 0.0
+            views = augment(batch["frames"], batch["params"], device)
             assert views.shape[:2] == (args.batch, 2)
         if batch_index >= 0:
             cpu += time.process_time() - cpu0
@@ -169,9 +168,9 @@ def time_train_items(path: str, recipe: dict, augment_on: str, args) -> dict:
         "views_per_core_s": views / cpu,
         "decode_share": reader.seconds / cpu,
         "resize_share": resize.seconds / cpu,
-        "device_share": augment_cpu / cpu,
+        "device_share": augment.seconds / cpu,
         # What the data workers alone spend per view, i.e. with the device work on a GPU.
-        "views_per_worker_core_s": views / (cpu - augment_cpu),
+        "views_per_worker_core_s": views / (cpu - augment.seconds),
     }
 
 
